@@ -1,0 +1,656 @@
+"""The Python objects of heaptrace's tracemalloc-compatible API.
+
+The C engine hands out *raw traces*, plain tuples
+
+    (domain: int, size: int, frames: tuple, total_nframe: int or None)
+
+where ``frames`` is a tuple of ``(filename, lineno)`` pairs, most recent call
+first.  Everything in this module works on that contract alone, so it can be
+exercised with made-up traces, and the classes wrap raw tuples lazily: a
+snapshot of a million blocks holds a million tuples, not a million objects.
+
+Results, ordering, exceptions and the text of str()/repr() are those of the
+standard ``tracemalloc`` module, so that ``import heaptrace as tracemalloc``
+changes nothing but speed.
+"""
+
+import fnmatch
+import linecache
+import os.path
+import pickle
+import sys
+from collections.abc import Iterable, Sequence
+from functools import total_ordering
+
+_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def _format_size(size, sign):
+    """Render a byte count the way tracemalloc prints it.
+
+    Sizes keep at most three significant digits once they leave bytes:
+    below 100 of a unit one decimal is shown ("12.3 KiB"), below 10 * 1024 of
+    a unit none ("4096 KiB"), and anything larger moves on to the next unit.
+    TiB is the last unit, however large the number.  With *sign* true the
+    sign is always written ("+1.5 MiB", "-12 B").
+    """
+    flag = "+" if sign else ""
+    for unit in _SIZE_UNITS:
+        if unit != "B" and abs(size) < 100:
+            return "%s %s" % (format(size, flag + ".1f"), unit)
+        if abs(size) < 10 * 1024 or unit == _SIZE_UNITS[-1]:
+            return "%s %s" % (format(size, flag + ".0f"), unit)
+        size /= 1024
+
+
+def _average_suffix(size, count):
+    """The ", average=..." tail of a statistic's text; empty for no block."""
+    if not count:
+        return ""
+    return ", average=" + _format_size(size / count, False)
+
+
+# -- Frames and tracebacks -----------------------------------------------------
+
+
+@total_ordering
+class Frame:
+    """A location in the source: one frame of a traceback.
+
+    A frame wraps a ``(filename, lineno)`` pair; it compares, hashes and
+    orders exactly like that pair.
+    """
+
+    __slots__ = ("_frame",)
+
+    def __init__(self, frame):
+        self._frame = frame
+
+    @property
+    def filename(self):
+        """The name of the file, as the code object recorded it."""
+        return self._frame[0]
+
+    @property
+    def lineno(self):
+        """The line number, 0 when it is not known."""
+        return self._frame[1]
+
+    def __eq__(self, other):
+        if isinstance(other, Frame):
+            return self._frame == other._frame
+        return NotImplemented
+
+    def __lt__(self, other):
+        if isinstance(other, Frame):
+            return self._frame < other._frame
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._frame)
+
+    def __str__(self):
+        return "%s:%s" % (self.filename, self.lineno)
+
+    def __repr__(self):
+        return "<Frame filename=%r lineno=%r>" % (self.filename, self.lineno)
+
+
+@total_ordering
+class Traceback(Sequence):
+    """The call stack of an allocation: a sequence of Frame objects.
+
+    The engine records frames most recent first; a Traceback stores and
+    yields them the other way round, from the oldest call to the allocation
+    site.  *total_nframe* is how deep the stack really was before it was cut
+    to the traceback limit, or None when nobody counted.  Equality, hashing
+    and ordering only look at the frames, never at *total_nframe*.
+    """
+
+    __slots__ = ("_frames", "_total_nframe")
+
+    def __init__(self, frames, total_nframe=None):
+        self._frames = tuple(reversed(frames))
+        self._total_nframe = total_nframe
+
+    @property
+    def total_nframe(self):
+        """The depth of the stack before truncation, or None."""
+        return self._total_nframe
+
+    def __len__(self):
+        return len(self._frames)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(Frame(pair) for pair in self._frames[index])
+        return Frame(self._frames[index])
+
+    def __contains__(self, frame):
+        return frame._frame in self._frames
+
+    def __eq__(self, other):
+        if isinstance(other, Traceback):
+            return self._frames == other._frames
+        return NotImplemented
+
+    def __lt__(self, other):
+        if isinstance(other, Traceback):
+            return self._frames < other._frames
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._frames)
+
+    def __str__(self):
+        # Like tracemalloc, name the oldest frame (index 0).
+        return str(self[0])
+
+    def __repr__(self):
+        text = "<Traceback %s" % (tuple(self),)
+        if self._total_nframe is not None:
+            text += " total_nframe=%s" % (self._total_nframe,)
+        return text + ">"
+
+    def format(self, limit=None, most_recent_first=False):
+        """Return the traceback as lines of text, like the traceback module.
+
+        Each frame gives a ``  File "name", line N`` line, followed by the
+        stripped source line when linecache can find it.  A positive *limit*
+        keeps the *limit* most recent frames; a negative or zero one drops
+        that many of them (``-1``: all but the allocation site).  Frames run
+        from the oldest to the most recent unless *most_recent_first* is set.
+        """
+        frames = self._frames
+        if limit is not None:
+            frames = frames[-limit:] if limit > 0 else frames[:limit]
+        if most_recent_first:
+            frames = frames[::-1]
+        lines = []
+        for filename, lineno in frames:
+            lines.append('  File "%s", line %s' % (filename, lineno))
+            # Looked up at call time on purpose: callers patch linecache.
+            source = linecache.getline(filename, lineno).strip()
+            if source:
+                lines.append("    " + source)
+        return lines
+
+
+# -- Traces --------------------------------------------------------------------
+
+
+class Trace:
+    """One traced memory block: its domain, size and allocation traceback."""
+
+    __slots__ = ("_trace",)
+
+    def __init__(self, trace):
+        self._trace = trace
+
+    @property
+    def domain(self):
+        """The address space of the block (0 for Python's own allocators)."""
+        return self._trace[0]
+
+    @property
+    def size(self):
+        """The size of the block in bytes."""
+        return self._trace[1]
+
+    @property
+    def traceback(self):
+        """Where the block was allocated, as a Traceback."""
+        return Traceback(*self._trace[2:])
+
+    def __eq__(self, other):
+        if isinstance(other, Trace):
+            return self._trace == other._trace
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._trace)
+
+    def __str__(self):
+        return "%s: %s" % (self.traceback, _format_size(self.size, False))
+
+    def __repr__(self):
+        return "<Trace domain=%s size=%s, traceback=%r>" % (
+            self.domain, _format_size(self.size, False), self.traceback)
+
+
+class _Traces(Sequence):
+    """The traces of a snapshot: a read-only sequence of Trace objects.
+
+    It keeps the raw trace tuples it was given (in ``_traces``) and builds a
+    Trace only when one is asked for.
+    """
+
+    def __init__(self, traces):
+        self._traces = traces
+
+    def __len__(self):
+        return len(self._traces)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(Trace(raw) for raw in self._traces[index])
+        return Trace(self._traces[index])
+
+    def __contains__(self, trace):
+        return trace._trace in self._traces
+
+    def __eq__(self, other):
+        if isinstance(other, _Traces):
+            return self._traces == other._traces
+        return NotImplemented
+
+    def __repr__(self):
+        return "<Traces len=%s>" % len(self)
+
+
+# -- Statistics ----------------------------------------------------------------
+
+
+class Statistic:
+    """The memory allocated at one place: total size and number of blocks.
+
+    Snapshot.statistics() returns these, biggest first.
+    """
+
+    __slots__ = ("traceback", "size", "count")
+
+    def __init__(self, traceback, size, count):
+        self.traceback = traceback
+        self.size = size
+        self.count = count
+
+    def _values(self):
+        return (self.traceback, self.size, self.count)
+
+    def _sort_key(self):
+        """Order of Snapshot.statistics(), which sorts on it in reverse."""
+        return (self.size, self.count, self.traceback)
+
+    def __eq__(self, other):
+        if isinstance(other, Statistic):
+            return self._values() == other._values()
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._values())
+
+    def __str__(self):
+        return "%s: size=%s, count=%i%s" % (
+            self.traceback, _format_size(self.size, False), self.count,
+            _average_suffix(self.size, self.count))
+
+    def __repr__(self):
+        return "<Statistic traceback=%r size=%i count=%i>" % self._values()
+
+
+class StatisticDiff:
+    """How the memory allocated at one place changed between two snapshots.
+
+    *size* and *count* describe the newer snapshot; *size_diff* and
+    *count_diff* are new minus old.  Snapshot.compare_to() returns these,
+    biggest change first.
+    """
+
+    __slots__ = ("traceback", "size", "size_diff", "count", "count_diff")
+
+    def __init__(self, traceback, size, size_diff, count, count_diff):
+        self.traceback = traceback
+        self.size = size
+        self.size_diff = size_diff
+        self.count = count
+        self.count_diff = count_diff
+
+    def _values(self):
+        return (self.traceback, self.size, self.size_diff,
+                self.count, self.count_diff)
+
+    def _sort_key(self):
+        """Order of Snapshot.compare_to(), which sorts on it in reverse."""
+        return (abs(self.size_diff), self.size,
+                abs(self.count_diff), self.count, self.traceback)
+
+    def __eq__(self, other):
+        if isinstance(other, StatisticDiff):
+            return self._values() == other._values()
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._values())
+
+    def __str__(self):
+        return "%s: size=%s (%s), count=%i (%+i)%s" % (
+            self.traceback,
+            _format_size(self.size, False),
+            _format_size(self.size_diff, True),
+            self.count, self.count_diff,
+            _average_suffix(self.size, self.count))
+
+    def __repr__(self):
+        return ("<StatisticDiff traceback=%r size=%i (%+i) count=%i (%+i)>"
+                % self._values())
+
+
+# -- Filters -------------------------------------------------------------------
+
+
+def _normalize_filename(filename):
+    """Normalise a file name, or a pattern, before it is matched.
+
+    The case is folded where the platform ignores it, and a ``.pyc`` suffix
+    is read as ``.py`` so that a pattern on a module matches either file.
+    """
+    filename = os.path.normcase(filename)
+    if filename.endswith(".pyc"):
+        return filename[:-1]
+    return filename
+
+
+class BaseFilter:
+    """The base of trace filters.
+
+    *inclusive* says which way the filter works: an inclusive filter keeps
+    only the traces it matches, an exclusive one drops them.  Subclasses
+    implement ``_match(raw_trace)``, which returns whether the trace passes
+    the filter (already taking *inclusive* into account).
+    """
+
+    def __init__(self, inclusive):
+        self.inclusive = inclusive
+
+    def _match(self, trace):
+        """Return True if the raw trace passes this filter."""
+        raise NotImplementedError
+
+
+class Filter(BaseFilter):
+    """Filter traces on the file name and line number of their frames.
+
+    *filename_pattern* is an fnmatch pattern.  *lineno*, when not None, must
+    equal the frame's line number too.  Only the most recent frame is looked
+    at, unless *all_frames* is true, in which case any frame may match.  With
+    *domain* set, the filter only concerns traces of that domain: an
+    inclusive filter then also requires the domain, an exclusive one lets
+    the other domains through.
+    """
+
+    def __init__(self, inclusive, filename_pattern,
+                 lineno=None, all_frames=False, domain=None):
+        super().__init__(inclusive)
+        self._filename_pattern = _normalize_filename(filename_pattern)
+        self.lineno = lineno
+        self.all_frames = all_frames
+        self.domain = domain
+
+    @property
+    def filename_pattern(self):
+        """The fnmatch pattern, normalised (read-only)."""
+        return self._filename_pattern
+
+    def _frame_matches(self, filename, lineno):
+        """Whether a frame matches the pattern and line, whatever *inclusive*."""
+        if not fnmatch.fnmatch(_normalize_filename(filename),
+                               self._filename_pattern):
+            return False
+        return self.lineno is None or lineno == self.lineno
+
+    def _match_frame(self, filename, lineno):
+        """Whether a trace allocated at this frame passes the filter."""
+        return self._frame_matches(filename, lineno) ^ (not self.inclusive)
+
+    def _match_traceback(self, frames):
+        """Whether raw *frames* (most recent first) pass the filter."""
+        if not self.all_frames:
+            filename, lineno = frames[0]
+            return self._match_frame(filename, lineno)
+        if any(self._frame_matches(filename, lineno)
+               for filename, lineno in frames):
+            return self.inclusive
+        return not self.inclusive
+
+    def _match(self, trace):
+        domain, _size, frames, _total_nframe = trace
+        passed = self._match_traceback(frames)
+        if self.domain is None:
+            return passed
+        if self.inclusive:
+            return passed and domain == self.domain
+        return passed or domain != self.domain
+
+
+class DomainFilter(BaseFilter):
+    """Filter traces on their address space (domain)."""
+
+    def __init__(self, inclusive, domain):
+        super().__init__(inclusive)
+        self._domain = domain
+
+    @property
+    def domain(self):
+        """The domain this filter is about (read-only)."""
+        return self._domain
+
+    def _match(self, trace):
+        domain, _size, _frames, _total_nframe = trace
+        return (domain == self.domain) ^ (not self.inclusive)
+
+
+def _keeps(trace, include, exclude):
+    """Whether a raw trace survives a list of filters.
+
+    It must pass at least one inclusive filter (when there is any) and every
+    exclusive one.
+    """
+    if include and not any(f._match(trace) for f in include):
+        return False
+    return all(f._match(trace) for f in exclude)
+
+
+# -- Snapshots -----------------------------------------------------------------
+
+
+def _check_grouping(key_type, cumulative):
+    """Raise ValueError for a key type that statistics cannot group by."""
+    if key_type not in ("traceback", "filename", "lineno"):
+        raise ValueError("unknown key_type: %r" % (key_type,))
+    if cumulative and key_type not in ("lineno", "filename"):
+        raise ValueError("cumulative mode cannot by used with key type %r"
+                         % (key_type,))
+
+
+def _group_keys(frames, key_type, cumulative):
+    """The frame tuples of the groups a raw traceback contributes to.
+
+    Without *cumulative* there is one group: the whole traceback, its most
+    recent frame, or that frame's file (with line 0).  With *cumulative*
+    every frame counts, once per occurrence, so that a recursive call is
+    counted as many times as it appears on the stack.
+    """
+    if cumulative:
+        if key_type == "lineno":
+            return [(frame,) for frame in frames]
+        return [((frame[0], 0),) for frame in frames]
+    if key_type == "traceback":
+        return [frames]
+    if key_type == "lineno":
+        return [frames[:1]]
+    return [((frames[0][0], 0),)]
+
+
+def _diff_groups(old, new):
+    """Pair two groupings into StatisticDiff objects.
+
+    Groups of *new* come first, in their order; then the groups that only
+    *old* has, with a size and count of zero.
+    """
+    diffs = []
+    for traceback, stat in new.items():
+        before = old.get(traceback)
+        if before is None:
+            diffs.append(StatisticDiff(traceback, stat.size, stat.size,
+                                       stat.count, stat.count))
+        else:
+            diffs.append(StatisticDiff(traceback,
+                                       stat.size, stat.size - before.size,
+                                       stat.count, stat.count - before.count))
+    for traceback, stat in old.items():
+        if traceback not in new:
+            diffs.append(StatisticDiff(traceback, 0, -stat.size,
+                                       0, -stat.count))
+    return diffs
+
+
+class _SnapshotUnpickler(pickle.Unpickler):
+    """Unpickler that reads the standard module's snapshots as heaptrace's.
+
+    A snapshot pickled by ``tracemalloc`` names its classes in that module.
+    The classes here keep the same attributes, so each is simply read as its
+    heaptrace counterpart.
+    """
+
+    def find_class(self, module, name):
+        if module == "tracemalloc" and name in _PICKLE_ALIASES:
+            return _PICKLE_ALIASES[name]
+        return super().find_class(module, name)
+
+
+class Snapshot:
+    """The traces of all the memory blocks traced at one moment.
+
+    *traces* is a sequence of raw trace tuples (see the module docstring)
+    and *traceback_limit* the number of frames the tracer kept per trace.
+    take_snapshot() is the usual way to get one.
+    """
+
+    def __init__(self, traces, traceback_limit):
+        self.traces = _Traces(traces)
+        self.traceback_limit = traceback_limit
+
+    def dump(self, filename):
+        """Write the snapshot to the file *filename*."""
+        with open(filename, "wb") as stream:
+            pickle.dump(self, stream, pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def load(filename):
+        """Read a snapshot written by dump(), by heaptrace or by tracemalloc.
+
+        The file is a pickle: never load one from an untrusted source.
+        """
+        with open(filename, "rb") as stream:
+            return _SnapshotUnpickler(stream).load()
+
+    def filter_traces(self, filters):
+        """Return a new Snapshot with only the traces that pass *filters*.
+
+        *filters* is an iterable of BaseFilter objects.  A trace is kept if
+        it passes at least one inclusive filter (when there is one) and all
+        the exclusive ones.  With no filter the new snapshot gets a copy of
+        the traces.
+        """
+        if not isinstance(filters, Iterable):
+            raise TypeError("filters must be a list of filters, not %s"
+                            % type(filters).__name__)
+        raw = self.traces._traces
+        if filters:
+            include, exclude = [], []
+            for trace_filter in filters:
+                if trace_filter.inclusive:
+                    include.append(trace_filter)
+                else:
+                    exclude.append(trace_filter)
+            kept = [trace for trace in raw if _keeps(trace, include, exclude)]
+        else:
+            kept = raw[:]
+        return Snapshot(kept, self.traceback_limit)
+
+    def _grouped(self, key_type, cumulative):
+        """Sum the traces per group: a dict mapping Traceback to Statistic.
+
+        Groups appear in the order in which the traces first reach them.
+        """
+        _check_grouping(key_type, cumulative)
+        stats = {}
+        keys_by_frames = {}
+        for _domain, size, frames, _total_nframe in self.traces._traces:
+            keys = keys_by_frames.get(frames)
+            if keys is None:
+                keys = [Traceback(key) for key in
+                        _group_keys(frames, key_type, cumulative)]
+                keys_by_frames[frames] = keys
+            for key in keys:
+                stat = stats.get(key)
+                if stat is None:
+                    stats[key] = Statistic(key, size, 1)
+                else:
+                    stat.size += size
+                    stat.count += 1
+        return stats
+
+    def statistics(self, key_type, cumulative=False):
+        """Return Statistic objects grouped by *key_type*, biggest first.
+
+        *key_type* is 'filename', 'lineno' or 'traceback'.  With *cumulative*
+        (not for 'traceback') each block counts for every frame of its
+        traceback, not only the most recent one.
+        """
+        stats = list(self._grouped(key_type, cumulative).values())
+        stats.sort(key=Statistic._sort_key, reverse=True)
+        return stats
+
+    def compare_to(self, old_snapshot, key_type, cumulative=False):
+        """Return StatisticDiff objects from *old_snapshot* to this one.
+
+        Grouping works as in statistics(); the biggest change comes first.
+        """
+        new = self._grouped(key_type, cumulative)
+        old = old_snapshot._grouped(key_type, cumulative)
+        diffs = _diff_groups(old, new)
+        diffs.sort(key=StatisticDiff._sort_key, reverse=True)
+        return diffs
+
+
+_PICKLE_ALIASES = {cls.__name__: cls for cls in (
+    Frame, Traceback, Trace, _Traces, Statistic, StatisticDiff,
+    BaseFilter, Filter, DomainFilter, Snapshot)}
+
+
+# -- Functions that talk to the engine -------------------------------------------
+
+
+def _package():
+    """The heaptrace package, through which the engine is always called.
+
+    Looking engine functions up there at call time, rather than binding them
+    here, lets callers patch ``heaptrace.is_tracing`` and friends, as
+    CPython's own tracemalloc tests do.
+    """
+    return sys.modules[__package__]
+
+
+def take_snapshot():
+    """Return a Snapshot of the blocks traced so far.
+
+    Raise RuntimeError if tracing is not on.
+    """
+    engine = _package()
+    if not engine.is_tracing():
+        raise RuntimeError("the tracemalloc module must be tracing memory "
+                           "allocations to take a snapshot")
+    traces = engine._get_traces()
+    return Snapshot(traces, engine.get_traceback_limit())
+
+
+def get_object_traceback(obj):
+    """Return the Traceback where *obj* was allocated.
+
+    Return None if tracing is off or the allocation was not traced.
+    """
+    frames = _package()._get_object_traceback(obj)
+    if frames is None:
+        return None
+    return Traceback(frames)
