@@ -1,0 +1,836 @@
+/* format.c: encoder and hostile-input-proof decoder of heaptrace snapshot
+ * files (specification: docs/format.md).
+ *
+ * Layout: an 84-byte little-endian header (magic, version, flags,
+ * traceback_limit, the four table counts, the byte length of each of the
+ * five sections, CRC-32C of the header), then the sections meta, strings,
+ * frames, tracebacks, traces, then a CRC-32C of the sections.
+ *
+ * Every integer inside a section belongs to a "column": a method byte
+ * followed by the column's values as LEB128 varints, coded either plainly
+ * (RAW), as zigzag differences from the previous value (DELTA), or as
+ * (value, repeat count - 1) pairs (RUNS).  The writer measures the three
+ * and keeps the smallest, so the nearly-always-zero domains cost a few
+ * bytes in all, and traces handed over sorted by traceback shrink further.
+ *
+ * The reader's safety rests on one rule: in every table, one column may not
+ * use RUNS, so each entry costs at least one byte of its section.  A count
+ * larger than the section's byte length is therefore rejected before any
+ * allocation, which bounds memory to a small multiple of the file size and
+ * time to linear in it.  All offsets are checked against the bytes left
+ * before they are used, every id against the table it points into, varints
+ * must be minimal and fit 64 bits, and the result is run through
+ * ht_snap_validate before it is returned.
+ */
+#include "format.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "snapdata.h"
+
+/* ---------------------------------------------------------------- CRC-32C */
+
+/* Table of the reflected CRC-32C polynomial 0x82F63B78, one entry per byte
+ * value (generated once by shifting each byte through the polynomial). */
+static const uint32_t crc_table[256] = {
+    0x00000000u, 0xf26b8303u, 0xe13b70f7u, 0x1350f3f4u, 0xc79a971fu, 0x35f1141cu,
+    0x26a1e7e8u, 0xd4ca64ebu, 0x8ad958cfu, 0x78b2dbccu, 0x6be22838u, 0x9989ab3bu,
+    0x4d43cfd0u, 0xbf284cd3u, 0xac78bf27u, 0x5e133c24u, 0x105ec76fu, 0xe235446cu,
+    0xf165b798u, 0x030e349bu, 0xd7c45070u, 0x25afd373u, 0x36ff2087u, 0xc494a384u,
+    0x9a879fa0u, 0x68ec1ca3u, 0x7bbcef57u, 0x89d76c54u, 0x5d1d08bfu, 0xaf768bbcu,
+    0xbc267848u, 0x4e4dfb4bu, 0x20bd8edeu, 0xd2d60dddu, 0xc186fe29u, 0x33ed7d2au,
+    0xe72719c1u, 0x154c9ac2u, 0x061c6936u, 0xf477ea35u, 0xaa64d611u, 0x580f5512u,
+    0x4b5fa6e6u, 0xb93425e5u, 0x6dfe410eu, 0x9f95c20du, 0x8cc531f9u, 0x7eaeb2fau,
+    0x30e349b1u, 0xc288cab2u, 0xd1d83946u, 0x23b3ba45u, 0xf779deaeu, 0x05125dadu,
+    0x1642ae59u, 0xe4292d5au, 0xba3a117eu, 0x4851927du, 0x5b016189u, 0xa96ae28au,
+    0x7da08661u, 0x8fcb0562u, 0x9c9bf696u, 0x6ef07595u, 0x417b1dbcu, 0xb3109ebfu,
+    0xa0406d4bu, 0x522bee48u, 0x86e18aa3u, 0x748a09a0u, 0x67dafa54u, 0x95b17957u,
+    0xcba24573u, 0x39c9c670u, 0x2a993584u, 0xd8f2b687u, 0x0c38d26cu, 0xfe53516fu,
+    0xed03a29bu, 0x1f682198u, 0x5125dad3u, 0xa34e59d0u, 0xb01eaa24u, 0x42752927u,
+    0x96bf4dccu, 0x64d4cecfu, 0x77843d3bu, 0x85efbe38u, 0xdbfc821cu, 0x2997011fu,
+    0x3ac7f2ebu, 0xc8ac71e8u, 0x1c661503u, 0xee0d9600u, 0xfd5d65f4u, 0x0f36e6f7u,
+    0x61c69362u, 0x93ad1061u, 0x80fde395u, 0x72966096u, 0xa65c047du, 0x5437877eu,
+    0x4767748au, 0xb50cf789u, 0xeb1fcbadu, 0x197448aeu, 0x0a24bb5au, 0xf84f3859u,
+    0x2c855cb2u, 0xdeeedfb1u, 0xcdbe2c45u, 0x3fd5af46u, 0x7198540du, 0x83f3d70eu,
+    0x90a324fau, 0x62c8a7f9u, 0xb602c312u, 0x44694011u, 0x5739b3e5u, 0xa55230e6u,
+    0xfb410cc2u, 0x092a8fc1u, 0x1a7a7c35u, 0xe811ff36u, 0x3cdb9bddu, 0xceb018deu,
+    0xdde0eb2au, 0x2f8b6829u, 0x82f63b78u, 0x709db87bu, 0x63cd4b8fu, 0x91a6c88cu,
+    0x456cac67u, 0xb7072f64u, 0xa457dc90u, 0x563c5f93u, 0x082f63b7u, 0xfa44e0b4u,
+    0xe9141340u, 0x1b7f9043u, 0xcfb5f4a8u, 0x3dde77abu, 0x2e8e845fu, 0xdce5075cu,
+    0x92a8fc17u, 0x60c37f14u, 0x73938ce0u, 0x81f80fe3u, 0x55326b08u, 0xa759e80bu,
+    0xb4091bffu, 0x466298fcu, 0x1871a4d8u, 0xea1a27dbu, 0xf94ad42fu, 0x0b21572cu,
+    0xdfeb33c7u, 0x2d80b0c4u, 0x3ed04330u, 0xccbbc033u, 0xa24bb5a6u, 0x502036a5u,
+    0x4370c551u, 0xb11b4652u, 0x65d122b9u, 0x97baa1bau, 0x84ea524eu, 0x7681d14du,
+    0x2892ed69u, 0xdaf96e6au, 0xc9a99d9eu, 0x3bc21e9du, 0xef087a76u, 0x1d63f975u,
+    0x0e330a81u, 0xfc588982u, 0xb21572c9u, 0x407ef1cau, 0x532e023eu, 0xa145813du,
+    0x758fe5d6u, 0x87e466d5u, 0x94b49521u, 0x66df1622u, 0x38cc2a06u, 0xcaa7a905u,
+    0xd9f75af1u, 0x2b9cd9f2u, 0xff56bd19u, 0x0d3d3e1au, 0x1e6dcdeeu, 0xec064eedu,
+    0xc38d26c4u, 0x31e6a5c7u, 0x22b65633u, 0xd0ddd530u, 0x0417b1dbu, 0xf67c32d8u,
+    0xe52cc12cu, 0x1747422fu, 0x49547e0bu, 0xbb3ffd08u, 0xa86f0efcu, 0x5a048dffu,
+    0x8ecee914u, 0x7ca56a17u, 0x6ff599e3u, 0x9d9e1ae0u, 0xd3d3e1abu, 0x21b862a8u,
+    0x32e8915cu, 0xc083125fu, 0x144976b4u, 0xe622f5b7u, 0xf5720643u, 0x07198540u,
+    0x590ab964u, 0xab613a67u, 0xb831c993u, 0x4a5a4a90u, 0x9e902e7bu, 0x6cfbad78u,
+    0x7fab5e8cu, 0x8dc0dd8fu, 0xe330a81au, 0x115b2b19u, 0x020bd8edu, 0xf0605beeu,
+    0x24aa3f05u, 0xd6c1bc06u, 0xc5914ff2u, 0x37faccf1u, 0x69e9f0d5u, 0x9b8273d6u,
+    0x88d28022u, 0x7ab90321u, 0xae7367cau, 0x5c18e4c9u, 0x4f48173du, 0xbd23943eu,
+    0xf36e6f75u, 0x0105ec76u, 0x12551f82u, 0xe03e9c81u, 0x34f4f86au, 0xc69f7b69u,
+    0xd5cf889du, 0x27a40b9eu, 0x79b737bau, 0x8bdcb4b9u, 0x988c474du, 0x6ae7c44eu,
+    0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
+};
+
+uint32_t ht_crc32c(uint32_t crc, const void *p, size_t n)
+{
+    const uint8_t *b = (const uint8_t *)p;
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) {
+        crc = crc_table[(crc ^ b[i]) & 0xFFu] ^ (crc >> 8);
+    }
+    return ~crc;
+}
+
+/* ------------------------------------------------------------- allocation */
+
+#ifdef HT_FORMAT_ALLOC_HOOK
+long ht_format_alloc_fail_after = -1;
+size_t ht_format_alloc_max = 0;
+
+static void *fmt_malloc(size_t n)
+{
+    if (n > ht_format_alloc_max) {
+        ht_format_alloc_max = n;
+    }
+    if (ht_format_alloc_fail_after == 0) {
+        return NULL;
+    }
+    if (ht_format_alloc_fail_after > 0) {
+        ht_format_alloc_fail_after--;
+    }
+    return malloc(n);
+}
+#else
+#define fmt_malloc malloc
+#endif
+
+/* ------------------------------------------------------- shared constants */
+
+enum { SEC_META, SEC_STRINGS, SEC_FRAMES, SEC_TRACEBACKS, SEC_TRACES, NSEC };
+
+static const char *const sec_name[NSEC] = {
+    "meta section", "string table", "frame table", "traceback table",
+    "trace table",
+};
+
+/* Column coding methods (the byte that opens every column). */
+enum { COL_RAW = 0, COL_DELTA = 1, COL_RUNS = 2 };
+
+/* Header field offsets. */
+enum {
+    H_VERSION = 8, H_FLAGS = 12, H_LIMIT = 16, H_NSTRINGS = 20,
+    H_NFRAMES = 24, H_NTRACEBACKS = 28, H_NTRACES = 32, H_SECLEN = 40,
+};
+
+static uint64_t zz_enc(uint64_t d) { return (d << 1) ^ (0 - (d >> 63)); }
+static uint64_t zz_dec(uint64_t z) { return (z >> 1) ^ (0 - (z & 1)); }
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16
+        | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+static uint8_t *put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+    return p + 4;
+}
+
+static uint8_t *put_u64(uint8_t *p, uint64_t v)
+{
+    put_u32(p, (uint32_t)v);
+    return put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* ---------------------------------------------------------------- encoder */
+
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* Where the values of a column come from. */
+enum { SRC_U32, SRC_U64, SRC_STRLEN, SRC_TBLEN, SRC_TBTOTAL };
+
+typedef struct {
+    const ht_snap *s;
+    int kind;
+    const void *arr;     /* SRC_U32 / SRC_U64 */
+    uint64_t n;          /* number of values */
+    int allow_runs;      /* 0 for the column that pays for the table's rows */
+    int method;          /* chosen by enc_choose */
+    uint64_t size;       /* encoded bytes, method byte included */
+} enc_col;
+
+static uint64_t enc_get(const enc_col *c, uint64_t i)
+{
+    const ht_snap *s = c->s;
+    switch (c->kind) {
+    case SRC_U32:
+        return ((const uint32_t *)c->arr)[i];
+    case SRC_U64:
+        return ((const uint64_t *)c->arr)[i];
+    case SRC_STRLEN:
+        return s->str_off[i + 1] - s->str_off[i];
+    case SRC_TBLEN:
+        return (uint64_t)(s->tb_off[i + 1] - s->tb_off[i]);
+    default: {  /* SRC_TBTOTAL: total_nframe minus the frame count */
+        uint64_t total = (uint64_t)(int64_t)s->tb_total[i];
+        return zz_enc(total - (uint64_t)(s->tb_off[i + 1] - s->tb_off[i]));
+    }
+    }
+}
+
+/* Size each method would take and keep the smallest (RAW on ties). */
+static void enc_choose(enc_col *c)
+{
+    uint64_t raw = 1, delta = 1, runs = 1, prev = 0, run_val = 0, run_len = 0;
+    for (uint64_t i = 0; i < c->n; i++) {
+        uint64_t v = enc_get(c, i);
+        raw += varint_len(v);
+        delta += varint_len(zz_enc(v - prev));
+        prev = v;
+        if (run_len > 0 && v == run_val) {
+            run_len++;
+        } else {
+            if (run_len > 0) {
+                runs += varint_len(run_val) + varint_len(run_len - 1);
+            }
+            run_val = v;
+            run_len = 1;
+        }
+    }
+    if (run_len > 0) {
+        runs += varint_len(run_val) + varint_len(run_len - 1);
+    }
+    c->method = COL_RAW;
+    c->size = raw;
+    if (delta < c->size) {
+        c->method = COL_DELTA;
+        c->size = delta;
+    }
+    if (c->allow_runs && runs < c->size) {
+        c->method = COL_RUNS;
+        c->size = runs;
+    }
+}
+
+static uint8_t *enc_write(uint8_t *p, const enc_col *c)
+{
+    uint64_t prev = 0, run_val = 0, run_len = 0;
+    *p++ = (uint8_t)c->method;
+    for (uint64_t i = 0; i < c->n; i++) {
+        uint64_t v = enc_get(c, i);
+        if (c->method == COL_RAW) {
+            p = put_varint(p, v);
+        } else if (c->method == COL_DELTA) {
+            p = put_varint(p, zz_enc(v - prev));
+            prev = v;
+        } else if (run_len > 0 && v == run_val) {
+            run_len++;
+        } else {
+            if (run_len > 0) {
+                p = put_varint(p, run_val);
+                p = put_varint(p, run_len - 1);
+            }
+            run_val = v;
+            run_len = 1;
+        }
+    }
+    if (run_len > 0) {
+        p = put_varint(p, run_val);
+        p = put_varint(p, run_len - 1);
+    }
+    return p;
+}
+
+/* The nine columns in file order. */
+enum {
+    C_STRLEN, C_FRFILE, C_FRLINE, C_TBLEN, C_TBTOTAL, C_TBFRAMES,
+    C_DOMAIN, C_SIZE, C_TB, NCOL
+};
+
+int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
+                     uint8_t **out, size_t *out_len)
+{
+    uint64_t nentries = s->tb_off == NULL ? 0 : s->tb_off[s->ntracebacks];
+    uint64_t blob_len = s->str_off == NULL ? 0 : s->str_off[s->nstrings];
+    enc_col col[NCOL] = {
+        [C_STRLEN] = {s, SRC_STRLEN, NULL, s->nstrings, 0, 0, 0},
+        [C_FRFILE] = {s, SRC_U32, s->frame_file, s->nframes, 1, 0, 0},
+        [C_FRLINE] = {s, SRC_U32, s->frame_line, s->nframes, 0, 0, 0},
+        [C_TBLEN] = {s, SRC_TBLEN, NULL, s->ntracebacks, 0, 0, 0},
+        [C_TBTOTAL] = {s, SRC_TBTOTAL, NULL, s->ntracebacks, 1, 0, 0},
+        [C_TBFRAMES] = {s, SRC_U32, s->tb_frames, nentries, 0, 0, 0},
+        [C_DOMAIN] = {s, SRC_U32, s->tr_domain, s->ntraces, 1, 0, 0},
+        [C_SIZE] = {s, SRC_U64, s->tr_size, s->ntraces, 0, 0, 0},
+        [C_TB] = {s, SRC_U32, s->tr_tb, s->ntraces, 1, 0, 0},
+    };
+    /* first column of each section */
+    static const int first_col[NSEC + 1] = {
+        C_STRLEN, C_STRLEN, C_FRFILE, C_TBLEN, C_DOMAIN, NCOL
+    };
+    uint64_t sec_len[NSEC];
+
+    for (int k = 0; k < NCOL; k++) {
+        enc_choose(&col[k]);
+    }
+    sec_len[SEC_META] = meta_len;
+    for (int k = SEC_STRINGS; k < NSEC; k++) {
+        sec_len[k] = k == SEC_STRINGS ? blob_len : 0;
+        for (int c = first_col[k]; c < first_col[k + 1]; c++) {
+            sec_len[k] += col[c].size;
+        }
+    }
+    /* Each term is bounded by the memory the snapshot already occupies, so
+     * the 64-bit sum cannot wrap; size_t may be narrower. */
+    uint64_t total = HT_FORMAT_HEADER_SIZE + HT_FORMAT_TRAILER_SIZE;
+    for (int k = 0; k < NSEC; k++) {
+        total += sec_len[k];
+    }
+    if (total > SIZE_MAX) {
+        return -1;
+    }
+    uint8_t *buf = fmt_malloc((size_t)total);
+    if (buf == NULL) {
+        return -1;
+    }
+
+    uint8_t *p = buf;
+    memcpy(p, HT_FORMAT_MAGIC, HT_FORMAT_MAGIC_LEN);
+    p = put_u32(p + HT_FORMAT_MAGIC_LEN, HT_FORMAT_VERSION);
+    p = put_u32(p, 0);                                   /* flags */
+    p = put_u32(p, (uint32_t)s->traceback_limit);
+    p = put_u32(p, s->nstrings);
+    p = put_u32(p, s->nframes);
+    p = put_u32(p, s->ntracebacks);
+    p = put_u64(p, s->ntraces);
+    for (int k = 0; k < NSEC; k++) {
+        p = put_u64(p, sec_len[k]);
+    }
+    p = put_u32(p, ht_crc32c(0, buf, HT_FORMAT_HEADER_CRC_OFFSET));
+
+    uint8_t *body = p;
+    if (meta_len > 0) {
+        memcpy(p, meta, meta_len);
+        p += meta_len;
+    }
+    p = enc_write(p, &col[C_STRLEN]);
+    if (blob_len > 0) {
+        memcpy(p, s->str_blob, (size_t)blob_len);
+        p += blob_len;
+    }
+    for (int c = C_FRFILE; c < NCOL; c++) {
+        p = enc_write(p, &col[c]);
+    }
+    p = put_u32(p, ht_crc32c(0, body, (size_t)(p - body)));
+
+    *out = buf;
+    *out_len = (size_t)total;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- decoder */
+
+typedef struct {
+    const uint8_t *p, *end;    /* unread bytes of the current section */
+    const char *sec;           /* its name, for messages */
+    char *err;
+    size_t errlen;
+} dec_t;
+
+typedef struct {
+    const char *name;          /* e.g. "size column", for messages */
+    int method;
+    uint64_t n, i;             /* values in the column, values read */
+    uint64_t prev;             /* DELTA: last value; RUNS: current value */
+    uint64_t run_left;         /* RUNS: values left in the current run */
+} dec_col;
+
+static ht_format_status dfail(dec_t *d, ht_format_status st,
+                              const char *fmt, ...)
+{
+    if (d->err != NULL && d->errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(d->err, d->errlen, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}
+
+static size_t left(const dec_t *d)
+{
+    return (size_t)(d->end - d->p);
+}
+
+/* Read one minimal LEB128 varint of at most 64 bits. */
+static ht_format_status get_varint(dec_t *d, const dec_col *c, uint64_t *v)
+{
+    uint64_t x = 0;
+    const uint8_t *p = d->p;
+    for (unsigned k = 0;; k++) {
+        if (p == d->end) {
+            return dfail(d, HT_FORMAT_CORRUPT, "%s: %s ends inside value %"
+                         PRIu64 " of %" PRIu64 " (the section is too short)",
+                         d->sec, c->name, c->i, c->n);
+        }
+        uint8_t b = *p++;
+        if (k == 9 && b > 1) {
+            return dfail(d, HT_FORMAT_CORRUPT, "%s: %s value %" PRIu64
+                         " does not fit in 64 bits", d->sec, c->name, c->i);
+        }
+        x |= (uint64_t)(b & 0x7F) << (7 * k);
+        if (b < 0x80) {
+            if (b == 0 && k > 0) {
+                return dfail(d, HT_FORMAT_CORRUPT, "%s: %s value %" PRIu64
+                             " is a non-minimal varint", d->sec, c->name,
+                             c->i);
+            }
+            break;
+        }
+    }
+    d->p = p;
+    *v = x;
+    return HT_FORMAT_OK;
+}
+
+static ht_format_status col_begin(dec_t *d, dec_col *c, const char *name,
+                                  uint64_t n, int allow_runs)
+{
+    memset(c, 0, sizeof(*c));
+    c->name = name;
+    c->n = n;
+    if (d->p == d->end) {
+        return dfail(d, HT_FORMAT_CORRUPT, "%s ends before the %s", d->sec,
+                     name);
+    }
+    c->method = *d->p++;
+    if (c->method > COL_RUNS || (c->method == COL_RUNS && !allow_runs)) {
+        return dfail(d, HT_FORMAT_CORRUPT, "%s: %s has invalid coding %d",
+                     d->sec, name, c->method);
+    }
+    return HT_FORMAT_OK;
+}
+
+/* Next value of a column; the caller reads exactly c->n of them. */
+static ht_format_status col_next(dec_t *d, dec_col *c, uint64_t *v)
+{
+    ht_format_status st;
+    uint64_t x;
+    if (c->method == COL_RUNS) {
+        if (c->run_left == 0) {
+            uint64_t extra;
+            if ((st = get_varint(d, c, &c->prev)) != HT_FORMAT_OK ||
+                (st = get_varint(d, c, &extra)) != HT_FORMAT_OK) {
+                return st;
+            }
+            if (extra >= c->n - c->i) {
+                return dfail(d, HT_FORMAT_CORRUPT, "%s: %s has a run of %"
+                             PRIu64 "+1 values at value %" PRIu64 " but only %"
+                             PRIu64 " values remain", d->sec, c->name, extra,
+                             c->i, c->n - c->i);
+            }
+            c->run_left = extra + 1;
+        }
+        c->run_left--;
+        *v = c->prev;
+    } else {
+        if ((st = get_varint(d, c, &x)) != HT_FORMAT_OK) {
+            return st;
+        }
+        if (c->method == COL_DELTA) {
+            c->prev += zz_dec(x);
+            x = c->prev;
+        }
+        *v = x;
+    }
+    c->i++;
+    return HT_FORMAT_OK;
+}
+
+/* Next value of a column that must fit in 32 bits and be below `limit`
+ * (limit == 0 means any 32-bit value; `table` names what it indexes). */
+static ht_format_status col_next_u32(dec_t *d, dec_col *c, uint32_t *v,
+                                     uint64_t limit, const char *row,
+                                     const char *table)
+{
+    uint64_t x;
+    ht_format_status st = col_next(d, c, &x);
+    if (st != HT_FORMAT_OK) {
+        return st;
+    }
+    if (limit != 0 ? x >= limit : x > UINT32_MAX) {
+        if (table == NULL) {
+            return dfail(d, HT_FORMAT_CORRUPT, "%s: %s %" PRIu64 " has %s %"
+                         PRIu64 ", more than 32 bits", d->sec, row, c->i - 1,
+                         c->name, x);
+        }
+        return dfail(d, HT_FORMAT_CORRUPT, "%s %" PRIu64 " refers to %s %"
+                     PRIu64 " but there are %" PRIu64 " %ss", row, c->i - 1,
+                     table, x, limit, table);
+    }
+    *v = (uint32_t)x;
+    return HT_FORMAT_OK;
+}
+
+/* The section must be used up exactly. */
+static ht_format_status sec_end(dec_t *d)
+{
+    if (d->p != d->end) {
+        return dfail(d, HT_FORMAT_CORRUPT, "%s has %zu unexpected bytes at "
+                     "its end", d->sec, left(d));
+    }
+    return HT_FORMAT_OK;
+}
+
+/* malloc count * elem bytes (NULL, and success, when count is 0). */
+static ht_format_status alloc_array(dec_t *d, void **dst, uint64_t count,
+                                    size_t elem)
+{
+    *dst = NULL;
+    if (count > 0) {
+        if (count > SIZE_MAX / elem ||
+            (*dst = fmt_malloc((size_t)count * elem)) == NULL) {
+            return dfail(d, HT_FORMAT_NO_MEMORY, "out of memory allocating %"
+                         PRIu64 " entries for the %s", count, d->sec);
+        }
+    }
+    return HT_FORMAT_OK;
+}
+
+#define TRY(expr) do { if ((st = (expr)) != HT_FORMAT_OK) return st; } while (0)
+
+/* field = malloc'd array of count entries, or return the failure. */
+#define ALLOC(field, count) do {                                          \
+        void *p_;                                                         \
+        TRY(alloc_array(d, &p_, (count), sizeof(*(field))));              \
+        (field) = p_;                                                     \
+    } while (0)
+
+static ht_format_status dec_strings(dec_t *d, ht_snap *s)
+{
+    ht_format_status st;
+    dec_col c;
+    uint64_t off = 0, x;
+    TRY(col_begin(d, &c, "length column", s->nstrings, 0));
+    ALLOC(s->str_off, (uint64_t)s->nstrings + 1);
+    s->str_off[0] = 0;
+    for (uint32_t i = 0; i < s->nstrings; i++) {
+        TRY(col_next(d, &c, &x));
+        /* off <= section length, so the sum cannot wrap */
+        if (x > left(d) || off + x > left(d)) {
+            return dfail(d, HT_FORMAT_CORRUPT, "string %" PRIu32 " needs %"
+                         PRIu64 " bytes but only %zu bytes of the string "
+                         "table remain", i, x, left(d));
+        }
+        off += x;
+        s->str_off[i + 1] = off;
+    }
+    if (off != left(d)) {
+        return dfail(d, HT_FORMAT_CORRUPT, "string table: strings take %"
+                     PRIu64 " bytes but %zu remain", off, left(d));
+    }
+    ALLOC(s->str_blob, off);
+    if (off > 0) {
+        memcpy(s->str_blob, d->p, (size_t)off);
+        d->p += off;
+    }
+    return sec_end(d);
+}
+
+static ht_format_status dec_frames(dec_t *d, ht_snap *s)
+{
+    ht_format_status st;
+    dec_col c;
+    ALLOC(s->frame_file, s->nframes);
+    ALLOC(s->frame_line, s->nframes);
+    TRY(col_begin(d, &c, "file column", s->nframes, 1));
+    for (uint32_t i = 0; i < s->nframes; i++) {
+        TRY(col_next_u32(d, &c, &s->frame_file[i], s->nstrings, "frame",
+                         "string"));
+    }
+    TRY(col_begin(d, &c, "line column", s->nframes, 0));
+    for (uint32_t i = 0; i < s->nframes; i++) {
+        TRY(col_next_u32(d, &c, &s->frame_line[i], 0, "frame", NULL));
+    }
+    return sec_end(d);
+}
+
+static ht_format_status dec_tracebacks(dec_t *d, ht_snap *s)
+{
+    ht_format_status st;
+    dec_col c;
+    uint64_t x, nentries = 0;
+    uint32_t n = s->ntracebacks;
+    ALLOC(s->tb_off, (uint64_t)n + 1);
+    ALLOC(s->tb_total, n);
+    s->tb_off[0] = 0;
+    TRY(col_begin(d, &c, "length column", n, 0));
+    for (uint32_t i = 0; i < n; i++) {
+        TRY(col_next(d, &c, &x));
+        /* every frame entry takes at least one byte of this section */
+        if (x > left(d) || nentries + x > left(d)) {
+            return dfail(d, HT_FORMAT_TOO_LARGE, "traceback %" PRIu32 " claims %"
+                         PRIu64 " frames but only %zu bytes of the traceback "
+                         "table remain", i, x, left(d));
+        }
+        nentries += x;
+        if (nentries > UINT32_MAX) {
+            return dfail(d, HT_FORMAT_TOO_LARGE, "tracebacks hold more than "
+                         "2^32-1 frames");
+        }
+        s->tb_off[i + 1] = (uint32_t)nentries;
+    }
+    TRY(col_begin(d, &c, "total_nframe column", n, 1));
+    for (uint32_t i = 0; i < n; i++) {
+        TRY(col_next(d, &c, &x));
+        /* total_nframe = frame count + zigzag-decoded difference, computed
+         * modulo 2^64; it must land in [-1, INT32_MAX]. */
+        uint64_t t = (uint64_t)(s->tb_off[i + 1] - s->tb_off[i]) + zz_dec(x);
+        if (t + 1 > (uint64_t)INT32_MAX + 1) {
+            return dfail(d, HT_FORMAT_CORRUPT, "traceback %" PRIu32 " has an "
+                         "invalid total_nframe", i);
+        }
+        s->tb_total[i] = t == UINT64_MAX ? -1 : (int32_t)t;
+    }
+    if (nentries + 1 > left(d)) {
+        return dfail(d, HT_FORMAT_TOO_LARGE, "tracebacks hold %" PRIu64
+                     " frames but only %zu bytes of the traceback table "
+                     "remain", nentries, left(d));
+    }
+    ALLOC(s->tb_frames, nentries);
+    TRY(col_begin(d, &c, "frame column", nentries, 0));
+    for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t k = s->tb_off[i]; k < s->tb_off[i + 1]; k++) {
+            TRY(col_next(d, &c, &x));
+            if (x >= s->nframes) {
+                return dfail(d, HT_FORMAT_CORRUPT, "traceback %" PRIu32
+                             " refers to frame %" PRIu64 " but there are %"
+                             PRIu32 " frames", i, x, s->nframes);
+            }
+            s->tb_frames[k] = (uint32_t)x;
+        }
+    }
+    return sec_end(d);
+}
+
+static ht_format_status dec_traces(dec_t *d, ht_snap *s)
+{
+    ht_format_status st;
+    dec_col c;
+    uint64_t n = s->ntraces;
+    ALLOC(s->tr_domain, n);
+    ALLOC(s->tr_size, n);
+    ALLOC(s->tr_tb, n);
+    TRY(col_begin(d, &c, "domain column", n, 1));
+    for (uint64_t i = 0; i < n; i++) {
+        TRY(col_next_u32(d, &c, &s->tr_domain[i], 0, "trace", NULL));
+    }
+    TRY(col_begin(d, &c, "size column", n, 0));
+    for (uint64_t i = 0; i < n; i++) {
+        TRY(col_next(d, &c, &s->tr_size[i]));
+    }
+    TRY(col_begin(d, &c, "traceback column", n, 1));
+    for (uint64_t i = 0; i < n; i++) {
+        TRY(col_next_u32(d, &c, &s->tr_tb[i], s->ntracebacks, "trace",
+                         "traceback"));
+    }
+    return sec_end(d);
+}
+
+/* Everything after the magic bytes: header checks, then the sections. */
+static ht_format_status dec_file(dec_t *d, const uint8_t *buf, size_t len,
+                                 ht_snap *s, uint8_t **meta, size_t *meta_len)
+{
+    ht_format_status st;
+    if (len < H_FLAGS) {
+        return dfail(d, HT_FORMAT_TRUNCATED, "truncated file: header needs %d "
+                     "bytes, %zu remain", HT_FORMAT_HEADER_SIZE, len);
+    }
+    uint32_t version = get_u32(buf + H_VERSION);
+    if (version != HT_FORMAT_VERSION) {
+        return dfail(d, HT_FORMAT_UNSUPPORTED_VERSION, "format version %"
+                     PRIu32 " is not supported (this reader reads version %d)",
+                     version, HT_FORMAT_VERSION);
+    }
+    if (len < HT_FORMAT_HEADER_SIZE) {
+        return dfail(d, HT_FORMAT_TRUNCATED, "truncated file: header needs %d "
+                     "bytes, %zu remain", HT_FORMAT_HEADER_SIZE, len);
+    }
+    uint32_t stored = get_u32(buf + HT_FORMAT_HEADER_CRC_OFFSET);
+    uint32_t actual = ht_crc32c(0, buf, HT_FORMAT_HEADER_CRC_OFFSET);
+    if (stored != actual) {
+        return dfail(d, HT_FORMAT_CORRUPT, "header checksum mismatch (stored "
+                     "0x%08" PRIx32 ", computed 0x%08" PRIx32 ")", stored,
+                     actual);
+    }
+    uint32_t flags = get_u32(buf + H_FLAGS);
+    if (flags != 0) {
+        return dfail(d, HT_FORMAT_UNSUPPORTED_VERSION, "unknown flags 0x%"
+                     PRIx32 " in a version %d file", flags, HT_FORMAT_VERSION);
+    }
+    uint32_t limit = get_u32(buf + H_LIMIT);
+    s->traceback_limit = limit <= INT32_MAX ? (int32_t)limit
+        : -(int32_t)(~limit) - 1;
+    s->nstrings = get_u32(buf + H_NSTRINGS);
+    s->nframes = get_u32(buf + H_NFRAMES);
+    s->ntracebacks = get_u32(buf + H_NTRACEBACKS);
+    s->ntraces = get_u64(buf + H_NTRACES);
+
+    /* Do the sections fit in the file?  (Checked one by one, so no sum can
+     * wrap and the message names the first section that is cut.) */
+    uint64_t sec_len[NSEC];
+    const uint8_t *sec_start[NSEC];
+    size_t pos = HT_FORMAT_HEADER_SIZE;
+    for (int k = 0; k < NSEC; k++) {
+        sec_len[k] = get_u64(buf + H_SECLEN + 8 * k);
+        sec_start[k] = buf + pos;
+        if (sec_len[k] > len - pos) {
+            return dfail(d, HT_FORMAT_TRUNCATED, "truncated file: %s needs %"
+                         PRIu64 " bytes, %zu remain", sec_name[k], sec_len[k],
+                         len - pos);
+        }
+        pos += (size_t)sec_len[k];
+    }
+    if (len - pos < HT_FORMAT_TRAILER_SIZE) {
+        return dfail(d, HT_FORMAT_TRUNCATED, "truncated file: checksum needs "
+                     "%d bytes, %zu remain", HT_FORMAT_TRAILER_SIZE, len - pos);
+    }
+    if (len - pos > HT_FORMAT_TRAILER_SIZE) {
+        return dfail(d, HT_FORMAT_CORRUPT, "%zu unexpected bytes after the "
+                     "end of the snapshot", len - pos - HT_FORMAT_TRAILER_SIZE);
+    }
+
+    /* Can each table's rows fit in its section?  Each row costs at least
+     * one byte of a column that may not use RUNS. */
+    static const struct { int sec; const char *rows; } rowsec[] = {
+        {SEC_STRINGS, "strings"}, {SEC_FRAMES, "frames"},
+        {SEC_TRACEBACKS, "tracebacks"}, {SEC_TRACES, "traces"},
+    };
+    uint64_t rows[] = {s->nstrings, s->nframes, s->ntracebacks, s->ntraces};
+    for (int k = 0; k < 4; k++) {
+        if (rows[k] > sec_len[rowsec[k].sec]) {
+            return dfail(d, HT_FORMAT_TOO_LARGE, "header claims %" PRIu64
+                         " %s but the %s holds only %" PRIu64 " bytes",
+                         rows[k], rowsec[k].rows, sec_name[rowsec[k].sec],
+                         sec_len[rowsec[k].sec]);
+        }
+    }
+
+    stored = get_u32(buf + pos);
+    actual = ht_crc32c(0, buf + HT_FORMAT_HEADER_SIZE,
+                       pos - HT_FORMAT_HEADER_SIZE);
+    if (stored != actual) {
+        return dfail(d, HT_FORMAT_CORRUPT, "checksum mismatch (stored 0x%08"
+                     PRIx32 ", computed 0x%08" PRIx32 ")", stored, actual);
+    }
+
+    static ht_format_status (*const dec_sec[NSEC])(dec_t *, ht_snap *) = {
+        NULL, dec_strings, dec_frames, dec_tracebacks, dec_traces,
+    };
+    for (int k = SEC_STRINGS; k < NSEC; k++) {
+        d->p = sec_start[k];
+        d->end = sec_start[k] + sec_len[k];
+        d->sec = sec_name[k];
+        TRY(dec_sec[k](d, s));
+    }
+
+    if (ht_snap_validate(s, d->err, d->errlen) != 0) {
+        return HT_FORMAT_CORRUPT;
+    }
+    if (meta != NULL) {
+        uint8_t *m = fmt_malloc((size_t)sec_len[SEC_META] + 1);
+        if (m == NULL) {
+            return dfail(d, HT_FORMAT_NO_MEMORY, "out of memory copying the "
+                         "%" PRIu64 "-byte meta section", sec_len[SEC_META]);
+        }
+        if (sec_len[SEC_META] > 0) {
+            memcpy(m, sec_start[SEC_META], (size_t)sec_len[SEC_META]);
+        }
+        m[sec_len[SEC_META]] = 0;
+        *meta = m;
+        if (meta_len != NULL) {
+            *meta_len = (size_t)sec_len[SEC_META];
+        }
+    }
+    return HT_FORMAT_OK;
+}
+
+ht_format_status ht_format_decode(const uint8_t *buf, size_t len, ht_snap *out,
+                                  uint8_t **meta, size_t *meta_len,
+                                  char *err, size_t errlen)
+{
+    dec_t d = {NULL, NULL, "header", err, errlen};
+    ht_format_status st;
+    memset(out, 0, sizeof(*out));
+    if (meta != NULL) {
+        *meta = NULL;
+    }
+    if (meta_len != NULL) {
+        *meta_len = 0;
+    }
+    size_t m = len < HT_FORMAT_MAGIC_LEN ? len : HT_FORMAT_MAGIC_LEN;
+    if (m > 0 && memcmp(buf, HT_FORMAT_MAGIC, m) != 0) {
+        st = dfail(&d, HT_FORMAT_NOT_A_SNAPSHOT, "not a heaptrace snapshot "
+                   "(bad magic bytes%s)", buf[0] == 0x80
+                   ? "; this looks like a pickle, e.g. from tracemalloc's "
+                     "Snapshot.dump" : "");
+    } else if (len < HT_FORMAT_MAGIC_LEN) {
+        st = dfail(&d, HT_FORMAT_TRUNCATED, len == 0 ? "empty file"
+                   : "truncated file: header needs %d bytes, %zu remain",
+                   HT_FORMAT_HEADER_SIZE, len);
+    } else {
+        st = dec_file(&d, buf, len, out, meta, meta_len);
+    }
+    if (st != HT_FORMAT_OK) {
+        ht_snap_free(out);
+    }
+    return st;
+}
+
+const char *ht_format_status_name(int status)
+{
+    static const char *const names[] = {
+        "OK", "NOT_A_SNAPSHOT", "UNSUPPORTED_VERSION", "TRUNCATED", "CORRUPT",
+        "TOO_LARGE", "NO_MEMORY",
+    };
+    if (status < 0 || status >= (int)(sizeof(names) / sizeof(names[0]))) {
+        return "UNKNOWN";
+    }
+    return names[status];
+}
