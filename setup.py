@@ -11,9 +11,10 @@ import sysconfig
 from setuptools import Extension, setup
 
 CORE = os.path.join("src", "heaptrace", "_core")
-SOURCES = sorted(
-    os.path.join(CORE, name) for name in os.listdir(CORE) if name.endswith(".c")
-)
+SOURCES = [
+    os.path.join(CORE, name)
+    for name in ("module.c", "hooks.c", "tracer.c", "traces.c", "intern.c")
+]
 
 include = sysconfig.get_paths()["include"]
 cflags = [

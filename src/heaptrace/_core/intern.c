@@ -1,0 +1,782 @@
+/* intern.c: traceback capture and interning.
+ *
+ * The standard module turns every frame of every allocation into a
+ * (filename, line number) pair on the spot, and computing a line number means
+ * decoding the code object's line table: that is most of its cost at high
+ * nframe.  Here an allocation only records, per frame, the code object and
+ * the instruction offset, which are two loads from the frame.  The sequence
+ * is hashed and interned; only a new traceback takes references to its code
+ * objects, which keeps them (and so the offsets' meaning) alive.  Line
+ * numbers are computed when a traceback is first asked for, once per
+ * distinct (code, offset), and cached.
+ *
+ * A traceback table is an append-only array of records, an arena of frames
+ * and an open-addressing index of record ids.  Nothing is ever removed until
+ * ht_intern_clear, so ids stay valid and records never move in meaning
+ * (their storage may be reallocated: never keep a pointer into a table
+ * across anything that can allocate a Python object, because that can run
+ * the hooks, which append).
+ *
+ * Threads that do not hold the GIL cannot take references, so they use a
+ * second table of resolved frames (file name id, line number), with file
+ * names copied into heaptrace's own memory; see intern.h.
+ */
+#include "intern.h"
+#include "alloc.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+
+/* ---- tables --------------------------------------------------------------- */
+
+typedef struct {
+    PyCodeObject *code;   /* strong reference while interned; NULL: unknown */
+    int64_t lasti;
+} ht_rawframe;
+
+typedef struct {
+    uint32_t file;        /* id in det_strings */
+    uint32_t lineno;
+} ht_resframe;
+
+typedef struct {
+    uint64_t hash;
+    uint32_t off;         /* first frame in the arena */
+    uint16_t nframe;
+    uint16_t total;
+} ht_tbrec;
+
+typedef struct {
+    size_t esize;         /* sizeof one frame */
+    ht_tbrec *recs;
+    uint32_t nrecs, caprecs;
+    unsigned char *arena;
+    size_t narena, caparena;   /* in frames */
+    uint32_t *index;      /* record id + 1, 0 = empty */
+    size_t imask;
+} ht_tbtab;
+
+typedef struct {
+    uint64_t hash;
+    int kind;             /* PyUnicode kind of data */
+    size_t len;           /* in code points */
+    void *data;           /* malloc'ed copy; never moves until cleared */
+} ht_detstr;
+
+/* Protected by the GIL. */
+static ht_tbtab gil_tab = { sizeof(ht_rawframe), 0, 0, 0, 0, 0, 0, 0, 0 };
+static ht_rawframe *gil_buf;          /* capture buffer, max_nframe frames */
+static PyObject **gil_cache;          /* frames tuple per GIL id, or NULL */
+static uint32_t gil_cache_len;
+static PyObject **det_cache;          /* frames tuple per detached id */
+static uint32_t det_cache_len;
+static PyObject **detstr_cache;       /* str per detached string id */
+static uint32_t detstr_cache_len;
+static PyObject *unknown_filename;    /* "<unknown>" */
+
+/* (code, lasti) -> (filename, lineno) tuple, resolved once.  GIL. */
+typedef struct {
+    PyCodeObject *code;
+    int64_t lasti;
+    PyObject *frame;
+} ht_memo;
+static ht_memo *memo;
+static size_t memo_mask, memo_used;
+
+/* Protected by the raw lock (tracer.c); max_nframe is written under both the
+ * GIL and the raw lock, so either is enough to read it. */
+static ht_tbtab det_tab = { sizeof(ht_resframe), 0, 0, 0, 0, 0, 0, 0, 0 };
+static ht_resframe *det_buf;
+static ht_detstr *det_strings;
+static uint32_t ndet_strings, capdet_strings;
+static uint32_t *det_str_index;
+static size_t det_str_imask;
+static int max_nframe = 1;
+
+/* ---- hashing -------------------------------------------------------------- */
+
+static inline uint64_t
+mix(uint64_t h, uint64_t v)
+{
+    h ^= v;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 32;
+    return h;
+}
+
+static inline uint64_t
+finish(uint64_t h, unsigned total)
+{
+    h = mix(h, total);
+    h ^= h >> 29;
+    return h;
+}
+
+/* ---- generic traceback table --------------------------------------------- */
+
+static int
+tab_grow_index(ht_tbtab *t)
+{
+    size_t cap = t->index ? (t->imask + 1) * 2 : 256;
+    uint32_t *idx = ht_calloc(cap, sizeof(uint32_t));
+    if (idx == NULL) {
+        return -1;
+    }
+    size_t mask = cap - 1;
+    for (uint32_t id = 0; id < t->nrecs; id++) {
+        size_t i = t->recs[id].hash & mask;
+        while (idx[i] != 0) {
+            i = (i + 1) & mask;
+        }
+        idx[i] = id + 1;
+    }
+    free(t->index);
+    t->index = idx;
+    t->imask = mask;
+    return 0;
+}
+
+/* Find or add the traceback (key, n, total).  *added tells whether it is new.
+ * Returns the id, or (uint32_t)-1 when memory is short (nothing changed). */
+static uint32_t
+tab_intern(ht_tbtab *t, const void *key, uint16_t n, uint16_t total,
+           uint64_t hash, int *added)
+{
+    *added = 0;
+    size_t kbytes = (size_t)n * t->esize;
+    if (t->index != NULL) {
+        size_t i = hash & t->imask;
+        uint32_t slot;
+        while ((slot = t->index[i]) != 0) {
+            const ht_tbrec *r = &t->recs[slot - 1];
+            if (r->hash == hash && r->nframe == n && r->total == total
+                && memcmp(t->arena + (size_t)r->off * t->esize, key, kbytes) == 0) {
+                return slot - 1;
+            }
+            i = (i + 1) & t->imask;
+        }
+    }
+    /* New traceback: make room everywhere before changing anything. */
+    if (t->nrecs >= 0x7FFFFFF0u) {
+        return (uint32_t)-1;
+    }
+    if (t->nrecs == t->caprecs) {
+        uint32_t ncap = t->caprecs ? t->caprecs * 2 : 256;
+        ht_tbrec *r = ht_realloc(t->recs, (size_t)ncap * sizeof(ht_tbrec));
+        if (r == NULL) {
+            return (uint32_t)-1;
+        }
+        t->recs = r;
+        t->caprecs = ncap;
+    }
+    if (t->narena + n > t->caparena) {
+        size_t ncap = t->caparena ? t->caparena * 2 : 1024;
+        while (ncap < t->narena + n) {
+            ncap *= 2;
+        }
+        if (ncap > UINT32_MAX) {
+            return (uint32_t)-1;
+        }
+        unsigned char *a = ht_realloc(t->arena, ncap * t->esize);
+        if (a == NULL) {
+            return (uint32_t)-1;
+        }
+        t->arena = a;
+        t->caparena = ncap;
+    }
+    if (t->index == NULL || (size_t)(t->nrecs + 1) * 2 > t->imask + 1) {
+        if (tab_grow_index(t) < 0) {
+            return (uint32_t)-1;
+        }
+    }
+    uint32_t id = t->nrecs++;
+    ht_tbrec *r = &t->recs[id];
+    r->hash = hash;
+    r->off = (uint32_t)t->narena;
+    r->nframe = n;
+    r->total = total;
+    memcpy(t->arena + t->narena * t->esize, key, kbytes);
+    t->narena += n;
+    size_t i = hash & t->imask;
+    while (t->index[i] != 0) {
+        i = (i + 1) & t->imask;
+    }
+    t->index[i] = id + 1;
+    *added = 1;
+    return id;
+}
+
+static void
+tab_free(ht_tbtab *t)
+{
+    free(t->recs);
+    free(t->arena);
+    free(t->index);
+    size_t esize = t->esize;
+    memset(t, 0, sizeof(*t));
+    t->esize = esize;
+}
+
+static size_t
+tab_memory(const ht_tbtab *t)
+{
+    return (size_t)t->caprecs * sizeof(ht_tbrec) + t->caparena * t->esize
+           + (t->index ? (t->imask + 1) * sizeof(uint32_t) : 0);
+}
+
+/* ---- setup ---------------------------------------------------------------- */
+
+int
+ht_intern_init_once(void)
+{
+    if (unknown_filename == NULL) {
+        unknown_filename = PyUnicode_InternFromString("<unknown>");
+        if (unknown_filename == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+ht_intern_setup(int nframe)
+{
+    ht_rawframe *gb = ht_calloc((size_t)nframe, sizeof(ht_rawframe));
+    ht_resframe *db = ht_calloc((size_t)nframe, sizeof(ht_resframe));
+    if (gb == NULL || db == NULL) {
+        free(gb);
+        free(db);
+        return -1;
+    }
+    free(gil_buf);
+    free(det_buf);
+    gil_buf = gb;
+    det_buf = db;
+    max_nframe = nframe;
+    /* Id 0 of the GIL table is the unknown traceback. */
+    if (gil_tab.nrecs == 0) {
+        ht_rawframe unknown = { NULL, 0 };
+        int added;
+        uint64_t h = finish(mix(0, 0), 1);
+        if (tab_intern(&gil_tab, &unknown, 1, 1, h, &added) != HT_TB_UNKNOWN) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- capture with the GIL --------------------------------------------------- */
+
+uint32_t
+ht_intern_capture_gil(PyThreadState *ts)
+{
+    ht_frame *f = ht_frame_top(ts);
+    if (f == NULL) {
+        return HT_TB_UNKNOWN;
+    }
+    ht_rawframe *buf = gil_buf;
+    int limit = max_nframe;
+    int n = 0;
+    unsigned total = 0;
+    uint64_t h = 0;
+    for (; f != NULL; f = ht_frame_older(f)) {
+        if (n < limit) {
+            PyCodeObject *code = ht_frame_code(f);
+            int64_t lasti = ht_frame_lasti(f);
+            buf[n].code = code;
+            buf[n].lasti = lasti;
+            h = mix(h, (uint64_t)(uintptr_t)code);
+            h = mix(h, (uint64_t)lasti);
+            n++;
+        }
+        /* The count stops where the standard module's does; by then every
+         * recorded frame is in (limit <= HT_MAX_NFRAME). */
+        if (++total == HT_MAX_NFRAME) {
+            break;
+        }
+    }
+    int added;
+    uint32_t id = tab_intern(&gil_tab, buf, (uint16_t)n, (uint16_t)total,
+                             finish(h, total), &added);
+    if (id == (uint32_t)-1) {
+        return HT_TB_UNKNOWN;
+    }
+    if (added) {
+        for (int i = 0; i < n; i++) {
+            Py_INCREF(buf[i].code);
+        }
+    }
+    return id;
+}
+
+/* ---- capture without the GIL ---------------------------------------------- */
+
+static uint32_t
+detstr_intern(PyObject *s)
+{
+    /* Called without the GIL: read only the immutable payload of s, which
+     * the caller's own frame keeps alive. */
+    int kind = PyUnicode_KIND(s);
+    size_t len = (size_t)PyUnicode_GET_LENGTH(s);
+    const void *data = PyUnicode_DATA(s);
+    size_t nbytes = len * (size_t)kind;
+    uint64_t h = (uint64_t)kind * 0x100000001b3ULL;
+    const unsigned char *p = data;
+    for (size_t i = 0; i < nbytes; i++) {
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    }
+    h = mix(h, len);
+    if (det_str_index != NULL) {
+        size_t i = h & det_str_imask;
+        uint32_t slot;
+        while ((slot = det_str_index[i]) != 0) {
+            const ht_detstr *e = &det_strings[slot - 1];
+            if (e->hash == h && e->kind == kind && e->len == len
+                && memcmp(e->data, data, nbytes) == 0) {
+                return slot - 1;
+            }
+            i = (i + 1) & det_str_imask;
+        }
+    }
+    if (ndet_strings == capdet_strings) {
+        uint32_t ncap = capdet_strings ? capdet_strings * 2 : 64;
+        ht_detstr *a = ht_realloc(det_strings, (size_t)ncap * sizeof(ht_detstr));
+        if (a == NULL) {
+            return (uint32_t)-1;
+        }
+        det_strings = a;
+        capdet_strings = ncap;
+    }
+    if (det_str_index == NULL || (size_t)(ndet_strings + 1) * 2 > det_str_imask + 1) {
+        size_t cap = det_str_index ? (det_str_imask + 1) * 2 : 128;
+        uint32_t *idx = ht_calloc(cap, sizeof(uint32_t));
+        if (idx == NULL) {
+            return (uint32_t)-1;
+        }
+        for (uint32_t id = 0; id < ndet_strings; id++) {
+            size_t i = det_strings[id].hash & (cap - 1);
+            while (idx[i] != 0) {
+                i = (i + 1) & (cap - 1);
+            }
+            idx[i] = id + 1;
+        }
+        free(det_str_index);
+        det_str_index = idx;
+        det_str_imask = cap - 1;
+    }
+    void *copy = ht_malloc(nbytes ? nbytes : 1);
+    if (copy == NULL) {
+        return (uint32_t)-1;
+    }
+    memcpy(copy, data, nbytes);
+    uint32_t id = ndet_strings++;
+    det_strings[id].hash = h;
+    det_strings[id].kind = kind;
+    det_strings[id].len = len;
+    det_strings[id].data = copy;
+    size_t i = h & det_str_imask;
+    while (det_str_index[i] != 0) {
+        i = (i + 1) & det_str_imask;
+    }
+    det_str_index[i] = id + 1;
+    return id;
+}
+
+static uint32_t unknown_detstr = (uint32_t)-1;
+
+static uint32_t
+detstr_unknown(void)
+{
+    if (unknown_detstr == (uint32_t)-1) {
+        unknown_detstr = detstr_intern(unknown_filename);
+    }
+    return unknown_detstr;
+}
+
+uint32_t
+ht_intern_capture_detached(PyThreadState *ts)
+{
+    if (ts == NULL) {
+        return HT_TB_UNKNOWN;
+    }
+    ht_frame *f = ht_frame_top(ts);
+    if (f == NULL) {
+        return HT_TB_UNKNOWN;
+    }
+    int limit = max_nframe;
+    int n = 0;
+    unsigned total = 0;
+    uint64_t h = 0;
+    for (; f != NULL; f = ht_frame_older(f)) {
+        if (n < limit) {
+            PyCodeObject *code = ht_frame_code(f);
+            int line = PyCode_Addr2Line(code, ht_frame_lasti(f) * (int)sizeof(_Py_CODEUNIT));
+            PyObject *name = code->co_filename;
+            uint32_t file = (name != NULL && PyUnicode_Check(name))
+                            ? detstr_intern(name) : detstr_unknown();
+            if (file == (uint32_t)-1) {
+                return HT_TB_UNKNOWN;
+            }
+            det_buf[n].file = file;
+            det_buf[n].lineno = line < 0 ? 0 : (uint32_t)line;
+            h = mix(h, file);
+            h = mix(h, det_buf[n].lineno);
+            n++;
+        }
+        /* The count stops where the standard module's does; by then every
+         * recorded frame is in (limit <= HT_MAX_NFRAME). */
+        if (++total == HT_MAX_NFRAME) {
+            break;
+        }
+    }
+    int added;
+    uint32_t id = tab_intern(&det_tab, det_buf, (uint16_t)n, (uint16_t)total,
+                             finish(h, total), &added);
+    if (id == (uint32_t)-1) {
+        return HT_TB_UNKNOWN;
+    }
+    return id | HT_TB_DETACHED;
+}
+
+/* ---- resolution (GIL held) ------------------------------------------------ */
+
+static PyObject *
+frame_tuple(PyObject *filename, int lineno)
+{
+    PyObject *line = PyLong_FromLong(lineno);
+    if (line == NULL) {
+        return NULL;
+    }
+    PyObject *t = PyTuple_Pack(2, filename, line);
+    Py_DECREF(line);
+    return t;
+}
+
+static int
+memo_grow(void)
+{
+    size_t cap = memo ? (memo_mask + 1) * 2 : 1024;
+    ht_memo *m = ht_calloc(cap, sizeof(ht_memo));
+    if (m == NULL) {
+        return -1;
+    }
+    if (memo != NULL) {
+        for (size_t i = 0; i <= memo_mask; i++) {
+            if (memo[i].frame == NULL) {
+                continue;
+            }
+            size_t j = mix((uint64_t)(uintptr_t)memo[i].code, (uint64_t)memo[i].lasti) & (cap - 1);
+            while (m[j].frame != NULL) {
+                j = (j + 1) & (cap - 1);
+            }
+            m[j] = memo[i];
+        }
+    }
+    free(memo);
+    memo = m;
+    memo_mask = cap - 1;
+    return 0;
+}
+
+/* (filename, lineno) of a raw frame: a new reference, or NULL + exception. */
+static PyObject *
+resolve_raw(PyCodeObject *code, int64_t lasti)
+{
+    if (code == NULL) {
+        return frame_tuple(unknown_filename, 0);
+    }
+    if (memo != NULL) {
+        size_t j = mix((uint64_t)(uintptr_t)code, (uint64_t)lasti) & memo_mask;
+        for (; memo[j].frame != NULL; j = (j + 1) & memo_mask) {
+            if (memo[j].code == code && memo[j].lasti == lasti) {
+                return Py_NewRef(memo[j].frame);
+            }
+        }
+    }
+    int line = PyCode_Addr2Line(code, (int)lasti * (int)sizeof(_Py_CODEUNIT));
+    PyObject *name = code->co_filename;
+    if (name == NULL || !PyUnicode_Check(name)) {
+        name = unknown_filename;
+    }
+    PyObject *frame = frame_tuple(name, line < 0 ? 0 : line);
+    if (frame == NULL) {
+        return NULL;
+    }
+    /* Creating the tuple may have run the hooks, but they never touch the
+     * memo, so it is safe to insert now. */
+    if (memo == NULL || (memo_used + 1) * 2 > memo_mask + 1) {
+        if (memo_grow() < 0) {
+            return frame;   /* benign: just not cached */
+        }
+    }
+    size_t j = mix((uint64_t)(uintptr_t)code, (uint64_t)lasti) & memo_mask;
+    while (memo[j].frame != NULL) {
+        j = (j + 1) & memo_mask;
+    }
+    memo[j].code = code;
+    memo[j].lasti = lasti;
+    memo[j].frame = Py_NewRef(frame);
+    memo_used++;
+    return frame;
+}
+
+/* Grow a cache array of Python references to hold index id. */
+static int
+cache_reserve(PyObject ***cache, uint32_t *len, uint32_t id)
+{
+    if (id < *len) {
+        return 0;
+    }
+    uint32_t n = *len ? *len : 256;
+    while (n <= id) {
+        n *= 2;
+    }
+    PyObject **c = ht_realloc(*cache, (size_t)n * sizeof(PyObject *));
+    if (c == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(c + *len, 0, (size_t)(n - *len) * sizeof(PyObject *));
+    *cache = c;
+    *len = n;
+    return 0;
+}
+
+static PyObject *
+frames_gil(uint32_t id)
+{
+    if (id >= gil_tab.nrecs) {
+        PyErr_SetString(PyExc_RuntimeError, "unknown traceback id");
+        return NULL;
+    }
+    if (id < gil_cache_len && gil_cache[id] != NULL) {
+        return Py_NewRef(gil_cache[id]);
+    }
+    uint16_t n = gil_tab.recs[id].nframe;
+    uint32_t off = gil_tab.recs[id].off;
+    PyObject *tuple = PyTuple_New(n);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    for (uint16_t i = 0; i < n; i++) {
+        /* Re-read the arena every time: allocating may have moved it. */
+        const ht_rawframe *rf = (const ht_rawframe *)gil_tab.arena + off + i;
+        PyObject *frame = resolve_raw(rf->code, rf->lasti);
+        if (frame == NULL) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, i, frame);
+    }
+    if (cache_reserve(&gil_cache, &gil_cache_len, id) < 0) {
+        Py_DECREF(tuple);
+        return NULL;
+    }
+    gil_cache[id] = Py_NewRef(tuple);
+    return tuple;
+}
+
+extern pthread_mutex_t ht_raw_lock;
+
+static PyObject *
+detstr_object(uint32_t sid)
+{
+    if (sid < detstr_cache_len && detstr_cache[sid] != NULL) {
+        return Py_NewRef(detstr_cache[sid]);
+    }
+    pthread_mutex_lock(&ht_raw_lock);
+    int kind = det_strings[sid].kind;
+    size_t len = det_strings[sid].len;
+    const void *data = det_strings[sid].data;   /* stable until cleared */
+    pthread_mutex_unlock(&ht_raw_lock);
+    PyObject *s = PyUnicode_FromKindAndData(kind, data, (Py_ssize_t)len);
+    if (s == NULL) {
+        return NULL;
+    }
+    if (cache_reserve(&detstr_cache, &detstr_cache_len, sid) < 0) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    detstr_cache[sid] = Py_NewRef(s);
+    return s;
+}
+
+static PyObject *
+frames_detached(uint32_t id)
+{
+    if (id < det_cache_len && det_cache[id] != NULL) {
+        return Py_NewRef(det_cache[id]);
+    }
+    /* Copy the record out under the lock; build Python objects outside. */
+    pthread_mutex_lock(&ht_raw_lock);
+    if (id >= det_tab.nrecs) {
+        pthread_mutex_unlock(&ht_raw_lock);
+        PyErr_SetString(PyExc_RuntimeError, "unknown traceback id");
+        return NULL;
+    }
+    uint16_t n = det_tab.recs[id].nframe;
+    ht_resframe *frames = malloc((size_t)(n ? n : 1) * sizeof(ht_resframe));
+    if (frames != NULL) {
+        memcpy(frames, det_tab.arena + (size_t)det_tab.recs[id].off * sizeof(ht_resframe),
+               (size_t)n * sizeof(ht_resframe));
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+    if (frames == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *tuple = PyTuple_New(n);
+    if (tuple == NULL) {
+        free(frames);
+        return NULL;
+    }
+    for (uint16_t i = 0; i < n; i++) {
+        PyObject *name = detstr_object(frames[i].file);
+        PyObject *frame = name ? frame_tuple(name, (int)frames[i].lineno) : NULL;
+        Py_XDECREF(name);
+        if (frame == NULL) {
+            free(frames);
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, i, frame);
+    }
+    free(frames);
+    if (cache_reserve(&det_cache, &det_cache_len, id) < 0) {
+        Py_DECREF(tuple);
+        return NULL;
+    }
+    det_cache[id] = Py_NewRef(tuple);
+    return tuple;
+}
+
+PyObject *
+ht_intern_frames(uint32_t tb)
+{
+    if (tb == HT_TB_UNKNOWN) {
+        PyObject *frame = frame_tuple(unknown_filename, 0);
+        if (frame == NULL) {
+            return NULL;
+        }
+        PyObject *tuple = PyTuple_Pack(1, frame);
+        Py_DECREF(frame);
+        return tuple;
+    }
+    if (tb & HT_TB_DETACHED) {
+        return frames_detached(tb & ~HT_TB_DETACHED);
+    }
+    return frames_gil(tb);
+}
+
+int
+ht_intern_total(uint32_t tb)
+{
+    if (tb == HT_TB_UNKNOWN) {
+        return 1;
+    }
+    if (tb & HT_TB_DETACHED) {
+        uint32_t id = tb & ~HT_TB_DETACHED;
+        pthread_mutex_lock(&ht_raw_lock);
+        int total = id < det_tab.nrecs ? det_tab.recs[id].total : 0;
+        pthread_mutex_unlock(&ht_raw_lock);
+        return total;
+    }
+    return tb < gil_tab.nrecs ? gil_tab.recs[tb].total : 0;
+}
+
+/* ---- clearing --------------------------------------------------------------- */
+
+static void
+garbage_add(ht_garbage *g, size_t *cap, PyObject *obj)
+{
+    if (obj == NULL) {
+        return;
+    }
+    if (g->n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 1024;
+        PyObject **items = realloc(g->items, ncap * sizeof(PyObject *));
+        if (items == NULL) {
+            return;   /* leak the reference rather than release it here */
+        }
+        g->items = items;
+        *cap = ncap;
+    }
+    g->items[g->n++] = obj;
+}
+
+void
+ht_intern_clear(ht_garbage *garbage)
+{
+    size_t cap = 0;
+    garbage->items = NULL;
+    garbage->n = 0;
+    for (uint32_t id = 0; id < gil_tab.nrecs; id++) {
+        const ht_rawframe *rf = (const ht_rawframe *)gil_tab.arena + gil_tab.recs[id].off;
+        for (uint16_t i = 0; i < gil_tab.recs[id].nframe; i++) {
+            garbage_add(garbage, &cap, (PyObject *)rf[i].code);
+        }
+    }
+    for (uint32_t i = 0; i < gil_cache_len; i++) {
+        garbage_add(garbage, &cap, gil_cache[i]);
+    }
+    for (uint32_t i = 0; i < det_cache_len; i++) {
+        garbage_add(garbage, &cap, det_cache[i]);
+    }
+    for (uint32_t i = 0; i < detstr_cache_len; i++) {
+        garbage_add(garbage, &cap, detstr_cache[i]);
+    }
+    if (memo != NULL) {
+        for (size_t i = 0; i <= memo_mask; i++) {
+            garbage_add(garbage, &cap, memo[i].frame);
+        }
+    }
+    free(gil_cache);
+    free(det_cache);
+    free(detstr_cache);
+    free(memo);
+    gil_cache = det_cache = detstr_cache = NULL;
+    gil_cache_len = det_cache_len = detstr_cache_len = 0;
+    memo = NULL;
+    memo_mask = memo_used = 0;
+    tab_free(&gil_tab);
+    tab_free(&det_tab);
+    for (uint32_t i = 0; i < ndet_strings; i++) {
+        free(det_strings[i].data);
+    }
+    free(det_strings);
+    free(det_str_index);
+    det_strings = NULL;
+    det_str_index = NULL;
+    ndet_strings = capdet_strings = 0;
+    det_str_imask = 0;
+    unknown_detstr = (uint32_t)-1;
+    /* Id 0 again the unknown traceback; its key needs no memory beyond the
+     * first allocation of the table, and if that fails, capture falls back
+     * to id 0 anyway, which frames_gil rejects until setup succeeds. */
+    ht_rawframe unknown = { NULL, 0 };
+    int added;
+    (void)tab_intern(&gil_tab, &unknown, 1, 1, finish(mix(0, 0), 1), &added);
+}
+
+void
+ht_garbage_release(ht_garbage *garbage)
+{
+    for (size_t i = 0; i < garbage->n; i++) {
+        Py_DECREF(garbage->items[i]);
+    }
+    free(garbage->items);
+    garbage->items = NULL;
+    garbage->n = 0;
+}
+
+size_t
+ht_intern_memory(void)
+{
+    size_t n = tab_memory(&gil_tab) + tab_memory(&det_tab);
+    n += (size_t)capdet_strings * sizeof(ht_detstr);
+    n += det_str_index ? (det_str_imask + 1) * sizeof(uint32_t) : 0;
+    n += memo ? (memo_mask + 1) * sizeof(ht_memo) : 0;
+    n += ((size_t)gil_cache_len + det_cache_len + detstr_cache_len) * sizeof(PyObject *);
+    n += (size_t)max_nframe * (sizeof(ht_rawframe) + sizeof(ht_resframe));
+    return n;
+}

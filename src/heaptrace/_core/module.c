@@ -1,0 +1,416 @@
+/* module.c: the heaptrace._core extension module: bindings only.
+ *
+ * Each function parses its arguments, calls the engine (tracer.c, intern.c)
+ * and converts the result.  Names, signatures, return values and error
+ * messages follow the standard _tracemalloc module, so that the Python layer
+ * can be a drop-in replacement for Lib/tracemalloc.py.  The raw trace tuple
+ * (domain, size, frames, total_nframe), with frames a tuple of
+ * (filename, lineno) tuples, most recent first, is the contract between C and
+ * Python, as in the standard module.
+ */
+#include "compat.h"
+#include "tracer.h"
+#include "intern.h"
+#include "alloc.h"
+#include "../include/heaptrace.h"
+
+#include <limits.h>
+
+#ifdef HT_FAULT_INJECTION
+_Atomic long ht_fault_countdown = -1;
+#endif
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+/* A C int from an index-like object, with the standard module's messages. */
+static int
+as_c_int(PyObject *obj, int *out)
+{
+    long v = PyLong_AsLong(obj);
+    if (v == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_SetString(PyExc_OverflowError,
+                            "Python int too large to convert to C int");
+        }
+        return -1;
+    }
+    if (v > INT_MAX || v < INT_MIN) {
+        PyErr_SetString(PyExc_OverflowError,
+                        "Python int too large to convert to C int");
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int
+parse_domain_address(PyObject *const *args, unsigned int *domain, uintptr_t *ptr)
+{
+    unsigned long d = PyLong_AsUnsignedLong(args[0]);
+    if (d == (unsigned long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (d > UINT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "domain does not fit in an unsigned int");
+        return -1;
+    }
+    unsigned long long p = PyLong_AsUnsignedLongLong(args[1]);
+    if (p == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *domain = (unsigned int)d;
+    *ptr = (uintptr_t)p;
+    return 0;
+}
+
+static int
+check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
+{
+    if (nargs != expected) {
+        PyErr_Format(PyExc_TypeError, "%s expected %zd arguments, got %zd",
+                     name, expected, nargs);
+        return -1;
+    }
+    return 0;
+}
+
+/* The raw frames tuple of a traceback id, checking that the traces were not
+ * cleared meanwhile (building objects can run a finalizer that clears). */
+static PyObject *
+frames_of(uint32_t tb, uint64_t generation)
+{
+    PyObject *frames = ht_intern_frames(tb);
+    if (frames != NULL && ht_tracer_generation() != generation) {
+        Py_DECREF(frames);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the traces were cleared while they were being read");
+        return NULL;
+    }
+    return frames;
+}
+
+/* ---- the tracemalloc API ------------------------------------------------------ */
+
+PyDoc_STRVAR(start_doc,
+"start($module, nframe=1, /)\n--\n\n"
+"Start tracing Python memory allocations.\n\n"
+"Also set the maximum number of frames stored in the traceback of a\n"
+"trace to nframe.");
+
+static PyObject *
+ht_py_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    int nframe = 1;
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError, "start expected at most 1 argument, got %zd", nargs);
+        return NULL;
+    }
+    if (nargs == 1 && as_c_int(args[0], &nframe) < 0) {
+        return NULL;
+    }
+    if (nframe < 1 || nframe > HT_MAX_NFRAME) {
+        PyErr_Format(PyExc_ValueError,
+                     "the number of frames must be in range [1; %d]", HT_MAX_NFRAME);
+        return NULL;
+    }
+    if (ht_tracer_start(nframe) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(stop_doc,
+"stop($module, /)\n--\n\n"
+"Stop tracing Python memory allocations.\n\n"
+"Also clear traces of memory blocks allocated by Python.");
+
+static PyObject *
+ht_py_stop(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    ht_tracer_stop();
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(is_tracing_doc,
+"is_tracing($module, /)\n--\n\n"
+"Return True if heaptrace is tracing Python memory allocations.");
+
+static PyObject *
+ht_py_is_tracing(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(ht_tracer_is_tracing());
+}
+
+PyDoc_STRVAR(clear_traces_doc,
+"clear_traces($module, /)\n--\n\n"
+"Clear traces of memory blocks allocated by Python.");
+
+static PyObject *
+ht_py_clear_traces(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    ht_tracer_clear();
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_traceback_limit_doc,
+"get_traceback_limit($module, /)\n--\n\n"
+"Get the maximum number of frames stored in the traceback of a trace.\n\n"
+"By default, a trace of an allocated memory block only stores\n"
+"the most recent frame: the limit is 1.");
+
+static PyObject *
+ht_py_get_traceback_limit(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLong(ht_tracer_nframe());
+}
+
+PyDoc_STRVAR(get_traced_memory_doc,
+"get_traced_memory($module, /)\n--\n\n"
+"Get the current size and peak size of memory blocks traced by heaptrace.\n\n"
+"Returns a tuple: (current: int, peak: int).");
+
+static PyObject *
+ht_py_get_traced_memory(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    size_t current, peak;
+    ht_tracer_traced_memory(&current, &peak);
+    return Py_BuildValue("nn", (Py_ssize_t)current, (Py_ssize_t)peak);
+}
+
+PyDoc_STRVAR(reset_peak_doc,
+"reset_peak($module, /)\n--\n\n"
+"Set the peak size of memory blocks traced by heaptrace to the current size.\n\n"
+"Do nothing if heaptrace is not tracing memory allocations.");
+
+static PyObject *
+ht_py_reset_peak(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    ht_tracer_reset_peak();
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_tracemalloc_memory_doc,
+"get_tracemalloc_memory($module, /)\n--\n\n"
+"Get the memory usage in bytes of heaptrace used to store traces.");
+
+static PyObject *
+ht_py_get_tracemalloc_memory(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSize_t(ht_tracer_self_memory());
+}
+
+PyDoc_STRVAR(get_object_traceback_doc,
+"_get_object_traceback($module, obj, /)\n--\n\n"
+"Get the traceback where the Python object obj was allocated.\n\n"
+"Return a tuple of (filename: str, lineno: int) tuples, most recent first.\n"
+"Return None if heaptrace is not tracing or did not trace the allocation.");
+
+static PyObject *
+ht_py_get_object_traceback(PyObject *Py_UNUSED(module), PyObject *obj)
+{
+    uintptr_t ptr = (uintptr_t)obj - ht_compat_preheader_size(Py_TYPE(obj));
+    uint32_t tb;
+    if (!ht_tracer_lookup(0, ptr, &tb)) {
+        Py_RETURN_NONE;
+    }
+    return frames_of(tb, ht_tracer_generation());
+}
+
+PyDoc_STRVAR(get_traceback_doc,
+"_get_traceback($module, domain, address, /)\n--\n\n"
+"Get the traceback of the block at address in domain, as a tuple of\n"
+"(filename, lineno) tuples, most recent first; None if it is not traced.");
+
+static PyObject *
+ht_py_get_traceback(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned int domain;
+    uintptr_t ptr;
+    uint32_t tb;
+    if (check_nargs("_get_traceback", nargs, 2) < 0
+        || parse_domain_address(args, &domain, &ptr) < 0) {
+        return NULL;
+    }
+    if (!ht_tracer_lookup(domain, ptr, &tb)) {
+        Py_RETURN_NONE;
+    }
+    return frames_of(tb, ht_tracer_generation());
+}
+
+PyDoc_STRVAR(get_traces_doc,
+"_get_traces($module, /)\n--\n\n"
+"Get the traces of all memory blocks traced by heaptrace.\n\n"
+"Return a list of (domain: int, size: int, traceback: tuple,\n"
+"total_nframe: int) tuples; traceback is a tuple of (filename: str,\n"
+"lineno: int) tuples, most recent first.  Empty if not tracing.");
+
+static PyObject *
+ht_py_get_traces(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    ht_export_trace *traces;
+    size_t n;
+    uint64_t generation = ht_tracer_generation();
+    if (ht_tracer_export(&traces, &n) < 0) {
+        return NULL;
+    }
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    if (list == NULL) {
+        free(traces);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        PyObject *frames = frames_of(traces[i].tb, generation);
+        if (frames == NULL) {
+            goto error;
+        }
+        PyObject *item = Py_BuildValue("(InNi)", traces[i].domain,
+                                       (Py_ssize_t)traces[i].size, frames,
+                                       ht_intern_total(traces[i].tb));
+        if (item == NULL) {
+            goto error;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    free(traces);
+    return list;
+
+error:
+    free(traces);
+    Py_DECREF(list);
+    return NULL;
+}
+
+/* ---- heaptrace extras ---------------------------------------------------------- */
+
+PyDoc_STRVAR(track_doc,
+"track($module, domain, address, size, /)\n--\n\n"
+"Trace a memory block of size bytes at address in a domain, as an\n"
+"extension module would with the C API (see heaptrace.h).  Raise\n"
+"RuntimeError if heaptrace is not tracing, MemoryError if it is out of\n"
+"memory.");
+
+static PyObject *
+ht_py_track(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned int domain;
+    uintptr_t ptr;
+    if (check_nargs("track", nargs, 3) < 0
+        || parse_domain_address(args, &domain, &ptr) < 0) {
+        return NULL;
+    }
+    size_t size = PyLong_AsSize_t(args[2]);
+    if (size == (size_t)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int rc = ht_tracer_track(domain, ptr, size);
+    if (rc == -2) {
+        PyErr_SetString(PyExc_RuntimeError, "heaptrace is not tracing memory allocations");
+        return NULL;
+    }
+    if (rc < 0) {
+        return PyErr_NoMemory();
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(untrack_doc,
+"untrack($module, domain, address, /)\n--\n\n"
+"Stop tracing the block at address in a domain (no error if it was not\n"
+"traced).  Raise RuntimeError if heaptrace is not tracing.");
+
+static PyObject *
+ht_py_untrack(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned int domain;
+    uintptr_t ptr;
+    if (check_nargs("untrack", nargs, 2) < 0
+        || parse_domain_address(args, &domain, &ptr) < 0) {
+        return NULL;
+    }
+    if (ht_tracer_untrack(domain, ptr) == -2) {
+        PyErr_SetString(PyExc_RuntimeError, "heaptrace is not tracing memory allocations");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+#ifdef HT_FAULT_INJECTION
+static PyObject *
+ht_py_fail_allocations(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    ht_fault_countdown = n;
+    Py_RETURN_NONE;
+}
+#endif
+
+static PyMethodDef ht_methods[] = {
+    {"start", (PyCFunction)(void (*)(void))ht_py_start, METH_FASTCALL, start_doc},
+    {"stop", ht_py_stop, METH_NOARGS, stop_doc},
+    {"is_tracing", ht_py_is_tracing, METH_NOARGS, is_tracing_doc},
+    {"clear_traces", ht_py_clear_traces, METH_NOARGS, clear_traces_doc},
+    {"get_traceback_limit", ht_py_get_traceback_limit, METH_NOARGS, get_traceback_limit_doc},
+    {"get_traced_memory", ht_py_get_traced_memory, METH_NOARGS, get_traced_memory_doc},
+    {"reset_peak", ht_py_reset_peak, METH_NOARGS, reset_peak_doc},
+    {"get_tracemalloc_memory", ht_py_get_tracemalloc_memory, METH_NOARGS,
+     get_tracemalloc_memory_doc},
+    {"_get_object_traceback", ht_py_get_object_traceback, METH_O, get_object_traceback_doc},
+    {"_get_traces", ht_py_get_traces, METH_NOARGS, get_traces_doc},
+    {"_get_traceback", (PyCFunction)(void (*)(void))ht_py_get_traceback, METH_FASTCALL,
+     get_traceback_doc},
+    {"track", (PyCFunction)(void (*)(void))ht_py_track, METH_FASTCALL, track_doc},
+    {"untrack", (PyCFunction)(void (*)(void))ht_py_untrack, METH_FASTCALL, untrack_doc},
+#ifdef HT_FAULT_INJECTION
+    {"_fail_allocations", ht_py_fail_allocations, METH_O,
+     "Make heaptrace's own allocations fail after n more (-1: never)."},
+#endif
+    {NULL, NULL, 0, NULL}
+};
+
+static const HeaptraceCAPI ht_capi = {
+    HEAPTRACE_CAPI_VERSION,
+    ht_tracer_track,
+    ht_tracer_untrack,
+};
+
+static struct PyModuleDef ht_module = {
+    PyModuleDef_HEAD_INIT,
+    "heaptrace._core",
+    "The C engine of heaptrace: allocator hooks, trace tables, interning.",
+    -1,   /* the tracer is process-wide state: one instance, no subinterpreters */
+    ht_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    if (ht_tracer_init_once() < 0 || ht_intern_init_once() < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&ht_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    PyObject *capsule = PyCapsule_New((void *)&ht_capi, HEAPTRACE_CAPSULE_NAME, NULL);
+    if (capsule == NULL || PyModule_AddObject(m, "_C_API", capsule) < 0) {
+        Py_XDECREF(capsule);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "MAX_NFRAME", HT_MAX_NFRAME) < 0
+        || PyModule_AddIntConstant(m, "FAULT_INJECTION",
+#ifdef HT_FAULT_INJECTION
+                                   1
+#else
+                                   0
+#endif
+                                   ) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,500 @@
+/* tracer.c: trace tables, counters, start/stop/clear and export.
+ *
+ * See tracer.h for what protects what.  The fast path is ht_tracer_add_gil
+ * and ht_tracer_remove_gil: no lock, one interned-traceback lookup and one
+ * table operation.
+ */
+#include "tracer.h"
+#include "traces.h"
+#include "intern.h"
+#include "hooks.h"
+#include "alloc.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+pthread_mutex_t ht_raw_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Written with the GIL and the raw lock held; read with either held, or
+ * (an atomic load) by a RAW hook before it takes the lock. */
+static _Atomic int tracing;
+static int nframe_limit = 1;            /* GIL + raw lock to write */
+
+static ht_table gil_traces;             /* GIL */
+static ht_table raw_traces;             /* raw lock */
+
+typedef struct {
+    unsigned int domain;
+    ht_table table;
+} ht_domain_table;
+static ht_domain_table *domains;        /* raw lock */
+static size_t ndomains;                 /* raw lock */
+
+/* Traced bytes in gil_traces (written under the GIL) and in the tables of
+ * the raw lock (written under it); the peak is a max over their sum. */
+static _Atomic size_t mem_gil;
+static _Atomic size_t mem_raw;
+static _Atomic size_t mem_peak;
+
+/* Set once a MEM/OBJ block went to the raw table (outside the main
+ * interpreter); from then on, a MEM/OBJ free that misses the GIL table also
+ * looks in the raw table. */
+static _Atomic int foreign_seen;
+
+static uint64_t generation;             /* GIL */
+
+/* ---- counters -------------------------------------------------------------- */
+
+static inline void
+bump_peak(size_t total)
+{
+    size_t peak = atomic_load_explicit(&mem_peak, memory_order_relaxed);
+    while (total > peak
+           && !atomic_compare_exchange_weak_explicit(&mem_peak, &peak, total,
+                                                     memory_order_relaxed,
+                                                     memory_order_relaxed)) {
+    }
+}
+
+static inline void
+set_mem_gil(void)
+{
+    size_t v = gil_traces.bytes;
+    atomic_store_explicit(&mem_gil, v, memory_order_relaxed);
+    bump_peak(v + atomic_load_explicit(&mem_raw, memory_order_relaxed));
+}
+
+/* Raw lock held. */
+static void
+set_mem_raw(void)
+{
+    size_t v = raw_traces.bytes;
+    for (size_t i = 0; i < ndomains; i++) {
+        v += domains[i].table.bytes;
+    }
+    atomic_store_explicit(&mem_raw, v, memory_order_relaxed);
+    bump_peak(v + atomic_load_explicit(&mem_gil, memory_order_relaxed));
+}
+
+/* ---- hooks side ----------------------------------------------------------- */
+
+int
+ht_tracer_add_gil(PyThreadState *ts, void *ptr, size_t size)
+{
+    uint32_t tb = ht_intern_capture_gil(ts);
+    size_t old;
+    if (ht_table_put(&gil_traces, (uintptr_t)ptr, size, tb, &old) < 0) {
+        return -1;
+    }
+    set_mem_gil();
+    return 0;
+}
+
+static void remove_raw_locked(void *ptr);
+
+void
+ht_tracer_remove_gil(void *ptr)
+{
+    size_t size;
+    if (ht_table_remove(&gil_traces, (uintptr_t)ptr, &size)) {
+        atomic_store_explicit(&mem_gil, gil_traces.bytes, memory_order_relaxed);
+        return;
+    }
+    if (atomic_load_explicit(&foreign_seen, memory_order_relaxed)) {
+        pthread_mutex_lock(&ht_raw_lock);
+        remove_raw_locked(ptr);
+        pthread_mutex_unlock(&ht_raw_lock);
+    }
+}
+
+/* Capture the caller's traceback by whichever path its GIL state allows.
+ * Raw lock held. */
+static uint32_t
+capture_any(void)
+{
+    PyThreadState *ts = ht_compat_gil_tstate();
+    if (ts != NULL) {
+        return ht_intern_capture_gil(ts);
+    }
+    return ht_intern_capture_detached(PyGILState_GetThisThreadState());
+}
+
+int
+ht_tracer_add_raw(void *ptr, size_t size, int foreign)
+{
+    int rc = 0;
+    pthread_mutex_lock(&ht_raw_lock);
+    if (atomic_load_explicit(&tracing, memory_order_relaxed)) {
+        if (foreign) {
+            atomic_store_explicit(&foreign_seen, 1, memory_order_relaxed);
+        }
+        uint32_t tb = capture_any();
+        size_t old;
+        rc = ht_table_put(&raw_traces, (uintptr_t)ptr, size, tb, &old);
+        if (rc == 0) {
+            set_mem_raw();
+        }
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+    return rc;
+}
+
+static void
+remove_raw_locked(void *ptr)
+{
+    size_t size;
+    if (ht_table_remove(&raw_traces, (uintptr_t)ptr, &size)) {
+        set_mem_raw();
+    }
+}
+
+void
+ht_tracer_remove_raw(void *ptr)
+{
+    pthread_mutex_lock(&ht_raw_lock);
+    remove_raw_locked(ptr);
+    pthread_mutex_unlock(&ht_raw_lock);
+}
+
+void
+ht_tracer_realloc_gil(PyThreadState *ts, void *old, void *ptr, size_t size)
+{
+    if (old != ptr) {
+        ht_tracer_remove_gil(old);
+    }
+    /* A failed put leaves the block untraced; see tracer.h. */
+    (void)ht_tracer_add_gil(ts, ptr, size);
+}
+
+int
+ht_tracer_take_raw(void *ptr, size_t *size, uint32_t *tb)
+{
+    ht_trace_out out;
+    int found = 0;
+    pthread_mutex_lock(&ht_raw_lock);
+    if (ht_table_get(&raw_traces, (uintptr_t)ptr, &out)) {
+        size_t removed;
+        ht_table_remove(&raw_traces, (uintptr_t)ptr, &removed);
+        set_mem_raw();
+        *size = out.size;
+        *tb = out.tb;
+        found = 1;
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+    return found;
+}
+
+void
+ht_tracer_put_back_raw(void *ptr, size_t size, uint32_t tb)
+{
+    pthread_mutex_lock(&ht_raw_lock);
+    size_t old;
+    if (atomic_load_explicit(&tracing, memory_order_relaxed)
+        && ht_table_put(&raw_traces, (uintptr_t)ptr, size, tb, &old) == 0) {
+        set_mem_raw();
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+}
+
+/* ---- user domains ----------------------------------------------------------- */
+
+/* The table of a domain, created on demand when create is set.  Raw lock
+ * held.  NULL if absent (or out of memory). */
+static ht_table *
+domain_table(unsigned int domain, int create)
+{
+    if (domain == 0) {
+        return &raw_traces;
+    }
+    for (size_t i = 0; i < ndomains; i++) {
+        if (domains[i].domain == domain) {
+            return &domains[i].table;
+        }
+    }
+    if (!create) {
+        return NULL;
+    }
+    ht_domain_table *d = ht_realloc(domains, (ndomains + 1) * sizeof(*d));
+    if (d == NULL) {
+        return NULL;
+    }
+    domains = d;
+    d[ndomains].domain = domain;
+    ht_table_init(&d[ndomains].table);
+    return &d[ndomains++].table;
+}
+
+int
+ht_tracer_track(unsigned int domain, uintptr_t ptr, size_t size)
+{
+    if (!atomic_load_explicit(&tracing, memory_order_relaxed)) {
+        return -2;
+    }
+    int rc = -2;
+    pthread_mutex_lock(&ht_raw_lock);
+    if (atomic_load_explicit(&tracing, memory_order_relaxed)) {
+        rc = -1;
+        ht_table *t = domain_table(domain, 1);
+        if (t != NULL) {
+            uint32_t tb = capture_any();
+            size_t old;
+            if (ht_table_put(t, ptr, size, tb, &old) == 0) {
+                set_mem_raw();
+                rc = 0;
+            }
+        }
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+    return rc;
+}
+
+int
+ht_tracer_untrack(unsigned int domain, uintptr_t ptr)
+{
+    if (!atomic_load_explicit(&tracing, memory_order_relaxed)) {
+        return -2;
+    }
+    int rc = -2;
+    pthread_mutex_lock(&ht_raw_lock);
+    if (atomic_load_explicit(&tracing, memory_order_relaxed)) {
+        rc = 0;
+        ht_table *t = domain_table(domain, 0);
+        size_t size;
+        if (t != NULL && ht_table_remove(t, ptr, &size)) {
+            set_mem_raw();
+        }
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+    return rc;
+}
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+/* Forget every trace and traceback.  GIL held.  The references the intern
+ * tables held are released after the raw lock is dropped, because freeing a
+ * code object runs the hooks. */
+static void
+clear_all(void)
+{
+    ht_garbage garbage;
+    pthread_mutex_lock(&ht_raw_lock);
+    ht_table_clear(&gil_traces);
+    ht_table_clear(&raw_traces);
+    for (size_t i = 0; i < ndomains; i++) {
+        ht_table_clear(&domains[i].table);
+    }
+    free(domains);
+    domains = NULL;
+    ndomains = 0;
+    ht_intern_clear(&garbage);
+    atomic_store(&mem_gil, 0);
+    atomic_store(&mem_raw, 0);
+    atomic_store(&mem_peak, 0);
+    generation++;
+    pthread_mutex_unlock(&ht_raw_lock);
+    ht_garbage_release(&garbage);
+}
+
+int
+ht_tracer_start(int nframe)
+{
+    if (atomic_load(&tracing)) {
+        return 0;
+    }
+    pthread_mutex_lock(&ht_raw_lock);
+    int rc = ht_intern_setup(nframe);
+    if (rc == 0) {
+        nframe_limit = nframe;
+        atomic_store(&tracing, 1);
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+    if (rc < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    ht_hooks_install();
+    return 0;
+}
+
+void
+ht_tracer_stop(void)
+{
+    if (!atomic_load(&tracing)) {
+        return;
+    }
+    ht_hooks_uninstall();
+    pthread_mutex_lock(&ht_raw_lock);
+    atomic_store(&tracing, 0);
+    pthread_mutex_unlock(&ht_raw_lock);
+    clear_all();
+}
+
+int
+ht_tracer_is_tracing(void)
+{
+    return atomic_load(&tracing);
+}
+
+int
+ht_tracer_nframe(void)
+{
+    return nframe_limit;
+}
+
+void
+ht_tracer_clear(void)
+{
+    if (!atomic_load(&tracing)) {
+        return;
+    }
+    clear_all();
+}
+
+void
+ht_tracer_traced_memory(size_t *current, size_t *peak)
+{
+    if (!atomic_load(&tracing)) {
+        *current = *peak = 0;
+        return;
+    }
+    pthread_mutex_lock(&ht_raw_lock);
+    *current = atomic_load(&mem_gil) + atomic_load(&mem_raw);
+    *peak = atomic_load(&mem_peak);
+    pthread_mutex_unlock(&ht_raw_lock);
+    if (*peak < *current) {
+        *peak = *current;
+    }
+}
+
+void
+ht_tracer_reset_peak(void)
+{
+    if (!atomic_load(&tracing)) {
+        return;
+    }
+    pthread_mutex_lock(&ht_raw_lock);
+    atomic_store(&mem_peak, atomic_load(&mem_gil) + atomic_load(&mem_raw));
+    pthread_mutex_unlock(&ht_raw_lock);
+}
+
+size_t
+ht_tracer_self_memory(void)
+{
+    pthread_mutex_lock(&ht_raw_lock);
+    size_t n = ht_table_memory(&gil_traces) + ht_table_memory(&raw_traces);
+    for (size_t i = 0; i < ndomains; i++) {
+        n += ht_table_memory(&domains[i].table) + sizeof(ht_domain_table);
+    }
+    n += ht_intern_memory();
+    pthread_mutex_unlock(&ht_raw_lock);
+    return n;
+}
+
+uint64_t
+ht_tracer_generation(void)
+{
+    return generation;
+}
+
+int
+ht_tracer_lookup(unsigned int domain, uintptr_t ptr, uint32_t *tb)
+{
+    ht_trace_out out;
+    if (!atomic_load(&tracing)) {
+        return 0;
+    }
+    if (domain == 0 && ht_table_get(&gil_traces, ptr, &out)) {
+        *tb = out.tb;
+        return 1;
+    }
+    int found = 0;
+    pthread_mutex_lock(&ht_raw_lock);
+    ht_table *t = domain_table(domain, 0);
+    if (t != NULL && ht_table_get(t, ptr, &out)) {
+        *tb = out.tb;
+        found = 1;
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+    return found;
+}
+
+static size_t
+append_table(const ht_table *t, unsigned int domain, ht_export_trace *out,
+             ht_trace_out *scratch)
+{
+    size_t n = ht_table_export(t, scratch);
+    for (size_t i = 0; i < n; i++) {
+        out[i].size = scratch[i].size;
+        out[i].domain = domain;
+        out[i].tb = scratch[i].tb;
+    }
+    return n;
+}
+
+int
+ht_tracer_export(ht_export_trace **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!atomic_load(&tracing)) {
+        return 0;
+    }
+    /* Nothing below allocates through Python, so the GIL table cannot change
+     * while it is copied; the raw lock freezes the others. */
+    pthread_mutex_lock(&ht_raw_lock);
+    size_t total = ht_table_len(&gil_traces) + ht_table_len(&raw_traces);
+    size_t largest = ht_table_len(&gil_traces) > ht_table_len(&raw_traces)
+                     ? ht_table_len(&gil_traces) : ht_table_len(&raw_traces);
+    for (size_t i = 0; i < ndomains; i++) {
+        size_t len = ht_table_len(&domains[i].table);
+        total += len;
+        if (len > largest) {
+            largest = len;
+        }
+    }
+    ht_export_trace *arr = ht_malloc((total ? total : 1) * sizeof(*arr));
+    ht_trace_out *scratch = ht_malloc((largest ? largest : 1) * sizeof(*scratch));
+    if (arr == NULL || scratch == NULL) {
+        pthread_mutex_unlock(&ht_raw_lock);
+        free(arr);
+        free(scratch);
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t k = append_table(&gil_traces, 0, arr, scratch);
+    k += append_table(&raw_traces, 0, arr + k, scratch);
+    for (size_t i = 0; i < ndomains; i++) {
+        k += append_table(&domains[i].table, domains[i].domain, arr + k, scratch);
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+    free(scratch);
+    *out = arr;
+    *n = k;
+    return 0;
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+
+/* Hold the raw lock across fork() so that the child does not inherit it
+ * locked by a thread that does not exist there; the forking thread holds the
+ * GIL, so the GIL tables are consistent too.  The child goes on tracing. */
+static void fork_prepare(void) { pthread_mutex_lock(&ht_raw_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&ht_raw_lock); }
+static void fork_child(void) { pthread_mutex_unlock(&ht_raw_lock); }
+
+int
+ht_tracer_init_once(void)
+{
+    static int done;
+    if (done) {
+        return 0;
+    }
+    if (pthread_atfork(fork_prepare, fork_parent, fork_child) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "heaptrace: pthread_atfork failed");
+        return -1;
+    }
+    ht_table_init(&gil_traces);
+    ht_table_init(&raw_traces);
+    done = 1;
+    return 0;
+}

@@ -1,0 +1,107 @@
+/* tracer.h: the tracer's state and its operations.
+ *
+ * Locking, in one place:
+ *   - The GIL protects the trace table of blocks allocated through the MEM
+ *     and OBJ domains (their hooks always run with the GIL held), the
+ *     interned GIL tracebacks (intern.c), and start/stop/clear.
+ *   - ht_raw_lock protects everything a thread without the GIL may touch:
+ *     the table of blocks allocated through the RAW domain, the tables of
+ *     user domains (track/untrack), and the detached tracebacks.  It exists
+ *     because the RAW domain is called without the GIL (compression
+ *     libraries, thread creation); the standard module instead takes the
+ *     GIL inside PyMem_RawMalloc, which heaptrace never does.
+ *   - Lock order: GIL, then ht_raw_lock.  A thread holding ht_raw_lock never
+ *     waits for the GIL and never allocates through a Python allocator.
+ *   - The counters of traced memory are atomics: each table's share is
+ *     written by one side and read by both, and the peak is a max over both.
+ */
+#ifndef HT_TRACER_H
+#define HT_TRACER_H
+
+#include "compat.h"
+#include <pthread.h>
+#include <stdint.h>
+
+extern pthread_mutex_t ht_raw_lock;
+
+/* One exported trace. */
+typedef struct {
+    size_t size;
+    uint32_t domain;
+    uint32_t tb;
+} ht_export_trace;
+
+/* ---- used by the hooks -------------------------------------------------- */
+
+/* Record a block allocated through MEM/OBJ by a thread holding the GIL, ts
+ * being its thread state.  Returns 0, or -1 if the table cannot grow (the
+ * caller then frees the block and fails the allocation, as the standard
+ * module does). */
+int ht_tracer_add_gil(PyThreadState *ts, void *ptr, size_t size);
+
+/* Forget a MEM/OBJ block, if traced.  GIL held.  Never fails. */
+void ht_tracer_remove_gil(void *ptr);
+
+/* Record a block allocated through RAW (or through MEM/OBJ outside the main
+ * interpreter); any thread, GIL or not.  Returns 0 or -1 as above. */
+int ht_tracer_add_raw(void *ptr, size_t size, int foreign);
+
+/* Forget a RAW block, if traced.  Any thread.  Never fails. */
+void ht_tracer_remove_raw(void *ptr);
+
+/* A block moved or changed size.  Never fails: if the new trace cannot be
+ * stored, the block is left untraced (the old block is gone, so failing the
+ * reallocation is no longer possible). */
+void ht_tracer_realloc_gil(PyThreadState *ts, void *old, void *ptr, size_t size);
+
+/* Take a RAW block's trace out before the block is reallocated (so that no
+ * other thread can be handed the old address while its trace is still in
+ * the table), and put it back if the reallocation fails.  Any thread.
+ * ht_tracer_take_raw returns 1 if the block was traced.  Never fail; a trace
+ * that cannot be put back leaves the block untraced. */
+int ht_tracer_take_raw(void *ptr, size_t *size, uint32_t *tb);
+void ht_tracer_put_back_raw(void *ptr, size_t size, uint32_t tb);
+
+/* ---- used by the bindings (GIL held unless said otherwise) --------------- */
+
+/* Start tracing with nframe frames per traceback.  0, or -1 with an
+ * exception set (MemoryError); nothing changes on failure.  Already tracing:
+ * nothing changes, as in the standard module. */
+int ht_tracer_start(int nframe);
+
+/* Stop tracing and forget every trace.  Never fails. */
+void ht_tracer_stop(void);
+
+int ht_tracer_is_tracing(void);
+int ht_tracer_nframe(void);
+
+/* Forget every trace and reset the counters.  Never fails. */
+void ht_tracer_clear(void);
+
+void ht_tracer_traced_memory(size_t *current, size_t *peak);
+void ht_tracer_reset_peak(void);
+
+/* Bytes of memory the tracer itself uses. */
+size_t ht_tracer_self_memory(void);
+
+/* Changes every time the traces are cleared, so that code that drops the GIL
+ * (by allocating, which may run a finalizer) can tell its ids went stale. */
+uint64_t ht_tracer_generation(void);
+
+/* Traceback id of a traced block.  1 if found, 0 if not. */
+int ht_tracer_lookup(unsigned int domain, uintptr_t ptr, uint32_t *tb);
+
+/* All traces, in a malloc'ed array (*n entries; may be NULL when *n == 0).
+ * Returns 0, or -1 with MemoryError set. */
+int ht_tracer_export(ht_export_trace **out, size_t *n);
+
+/* Track or untrack a block of a user domain.  Any thread, GIL or not.
+ * Returns 0, -1 when out of memory, -2 when not tracing (the values of
+ * PyTraceMalloc_Track). */
+int ht_tracer_track(unsigned int domain, uintptr_t ptr, size_t size);
+int ht_tracer_untrack(unsigned int domain, uintptr_t ptr);
+
+/* Register the fork handlers.  0, or -1 with an exception set. */
+int ht_tracer_init_once(void);
+
+#endif /* HT_TRACER_H */
