@@ -97,6 +97,7 @@ uint32_t ht_crc32c(uint32_t crc, const void *p, size_t n)
 #ifdef HT_FORMAT_ALLOC_HOOK
 long ht_format_alloc_fail_after = -1;
 size_t ht_format_alloc_max = 0;
+size_t ht_format_alloc_total = 0;
 
 static void *fmt_malloc(size_t n)
 {
@@ -109,6 +110,7 @@ static void *fmt_malloc(size_t n)
     if (ht_format_alloc_fail_after > 0) {
         ht_format_alloc_fail_after--;
     }
+    ht_format_alloc_total += n;
     return malloc(n);
 }
 #else

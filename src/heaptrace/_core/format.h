@@ -87,9 +87,11 @@ uint32_t ht_crc32c(uint32_t crc, const void *p, size_t n);
 /* Test builds only (compile format.c with -DHT_FORMAT_ALLOC_HOOK).
  * ht_format_alloc_fail_after: number of further allocations to let succeed
  * before every following one fails (-1, the default, never fails).
- * ht_format_alloc_max: largest single request seen (tests reset it to 0). */
+ * ht_format_alloc_max: largest single request seen;
+ * ht_format_alloc_total: sum of the requests granted (tests reset both). */
 extern long ht_format_alloc_fail_after;
 extern size_t ht_format_alloc_max;
+extern size_t ht_format_alloc_total;
 #endif
 
 #endif /* HT_FORMAT_H */
