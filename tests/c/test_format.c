@@ -335,6 +335,27 @@ static void snap_realistic(ht_snap *s, uint64_t ntr, uint32_t depth,
     free(typical);
 }
 
+/* ntb one-frame tracebacks, ntr traces nearly all using the last one: the
+ * writer stores a traceback rank map for it (given ntb > 128). */
+static void snap_skewed(ht_snap *s, uint32_t ntb, uint32_t ntr)
+{
+    snap_alloc(s, 1, 4, 1, ntb, ntb, ntr);
+    memcpy(s->str_blob, "x.py", 4);
+    s->str_off[1] = 4;
+    s->frame_file[0] = 0;
+    s->frame_line[0] = 1;
+    for (uint32_t i = 0; i < ntb; i++) {
+        s->tb_off[i + 1] = i + 1;
+        s->tb_frames[i] = 0;
+        s->tb_total[i] = 1;
+    }
+    for (uint32_t i = 0; i < ntr; i++) {
+        s->tr_domain[i] = 0;
+        s->tr_size[i] = i;
+        s->tr_tb[i] = i % 10 == 0 ? i % ntb : ntb - 1;
+    }
+}
+
 /* ------------------------------------------------------ decode harness */
 
 static const ht_snap zero_snap;
@@ -533,6 +554,11 @@ static void test_roundtrips(void)
     roundtrip(&s, NULL, 0, "limit -1", NULL);
     ht_snap_free(&s);
 
+    snap_skewed(&s, 300, 2000);
+    roundtrip(&s, NULL, 0, "skewed tracebacks (rank map)", &len);
+    CHECK(len < 2000 * 2 + 300, "rank map not used: %zu bytes", len);
+    ht_snap_free(&s);
+
     for (int i = 0; i < 400; i++) {
         char label[64];
         uint8_t rmeta[64];
@@ -633,6 +659,12 @@ static void test_bitflips(void)
     long fixed_ok = 0;
     snap_edge(&s);
     encode_or_die(&s, "{\"a\": 1}", &buf, &len);
+    ht_snap_free(&s);
+    flips(buf, len, &fixed_ok);
+    total_bits += 8 * len;
+    free(buf);
+    snap_skewed(&s, 200, 600);
+    encode_or_die(&s, NULL, &buf, &len);
     ht_snap_free(&s);
     flips(buf, len, &fixed_ok);
     total_bits += 8 * len;
@@ -774,9 +806,9 @@ static void test_crafted(void)
     const uint8_t strings[] = {0, 4, 'a', '.', 'p', 'y'};
     const uint8_t frames[] = {0, 0, 0, 5};
     const uint8_t tbs[] = {0, 1, 0, 0, 0, 0};
-    const uint8_t traces[] = {2, 0, 1, 0, 10, 20, 2, 0, 1};
+    const uint8_t traces[] = {2, 0, 1, 0, 10, 20, 0, 0, 2, 0, 1};
     const uint8_t *sec[5] = {meta, strings, frames, tbs, traces};
-    size_t seclen[5] = {2, 6, 4, 6, 9};
+    size_t seclen[5] = {2, 6, 4, 6, 11};
     uint8_t buf[512];
     size_t len = craft(buf, 1, 1, 1, 2, sec, seclen);
     {
@@ -834,35 +866,59 @@ static void test_crafted(void)
          "invalid total_nframe"},
         {"varint over 64 bits", 4,
          SEC(2, 0, 1, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-             0x02, 20, 2, 0, 1), HT_FORMAT_CORRUPT, "does not fit in 64 bits"},
-        {"run longer than the column", 4, SEC(2, 0, 2, 0, 10, 20, 2, 0, 1),
+             0x02, 20, 0, 0, 2, 0, 1), HT_FORMAT_CORRUPT,
+         "does not fit in 64 bits"},
+        {"run longer than the column", 4, SEC(2, 0, 2, 0, 10, 20, 0, 0, 2, 0, 1),
          HT_FORMAT_CORRUPT, "only 2 values remain"},
-        {"size column coded as runs", 4, SEC(2, 0, 1, 2, 10, 1, 2, 0, 1),
+        {"size column coded as runs", 4, SEC(2, 0, 1, 2, 10, 1, 0, 0, 2, 0, 1),
          HT_FORMAT_CORRUPT, "size column has invalid coding 2"},
         {"domain over 32 bits", 4,
-         SEC(2, 0x80, 0x80, 0x80, 0x80, 0x10, 1, 0, 10, 20, 2, 0, 1),
+         SEC(2, 0x80, 0x80, 0x80, 0x80, 0x10, 1, 0, 10, 20, 0, 0, 2, 0, 1),
          HT_FORMAT_CORRUPT, "more than 32 bits"},
         {"trace refers to a missing traceback", 4,
-         SEC(2, 0, 1, 0, 10, 20, 0, 0, 1), HT_FORMAT_CORRUPT,
+         SEC(2, 0, 1, 0, 10, 20, 0, 0, 0, 0, 1), HT_FORMAT_CORRUPT,
          "trace 1 refers to traceback 1 but there are 1 tracebacks"},
         {"spare bytes at the end of a section", 4,
-         SEC(2, 0, 1, 0, 10, 20, 2, 0, 1, 0), HT_FORMAT_CORRUPT,
+         SEC(2, 0, 1, 0, 10, 20, 0, 0, 2, 0, 1, 0), HT_FORMAT_CORRUPT,
          "trace table has 1 unexpected bytes at its end"},
+        {"traceback map of the wrong length", 4,
+         SEC(2, 0, 1, 0, 10, 20, 2, 0, 0, 0, 2, 0, 1), HT_FORMAT_CORRUPT,
+         "traceback map has 2 entries, expected 0 or 1"},
+        {"traceback map past the section", 4, SEC(2, 0, 1, 0, 10, 20, 1),
+         HT_FORMAT_TOO_LARGE, "traceback map has 1 entries but only 0 bytes"},
+        {"traceback map entry out of range", 4,
+         SEC(2, 0, 1, 0, 10, 20, 1, 0, 5, 2, 0, 1), HT_FORMAT_CORRUPT,
+         "traceback map entry 0 refers to traceback 5 but there are 1"},
+        {"traceback rank out of range", 4,
+         SEC(2, 0, 1, 0, 10, 20, 1, 0, 0, 0, 0, 1), HT_FORMAT_CORRUPT,
+         "trace 1 refers to traceback rank 1 but there are 1"},
+        {"traceback map coded as runs", 4,
+         SEC(2, 0, 1, 0, 10, 20, 1, 2, 0, 0, 2, 0, 1), HT_FORMAT_CORRUPT,
+         "traceback map has invalid coding 2"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         const uint8_t *sec2[5] = {meta, strings, frames, tbs, traces};
-        size_t len2[5] = {2, 6, 4, 6, 9};
+        size_t len2[5] = {2, 6, 4, 6, 11};
         sec2[bad[i].which] = bad[i].bytes;
         len2[bad[i].which] = bad[i].len;
         len = craft(buf, 1, 1, 1, 2, sec2, len2);
         expect(buf, len, bad[i].want, bad[i].msg, bad[i].what);
     }
 
+    {
+        const uint8_t *sec2[5] = {meta, strings, frames, tbs,
+                                  (const uint8_t[]){2, 0, 1, 0, 10, 20, 1, 0,
+                                                    0, 2, 0, 1}};
+        size_t len2[5] = {2, 6, 4, 6, 12};
+        len = craft(buf, 1, 1, 1, 2, sec2, len2);
+        expect(buf, len, HT_FORMAT_OK, NULL, "traceback map");
+    }
+
     /* delta coding wraps modulo 2^64: 0 - 1 is 2^64 - 1 */
     {
         const uint8_t *sec2[5] = {meta, strings, frames, tbs,
-                                  (const uint8_t[]){2, 0, 1, 1, 1, 1, 2, 0, 1}};
-        size_t len2[5] = {2, 6, 4, 6, 9};
+                                  (const uint8_t[]){2, 0, 1, 1, 1, 1, 0, 0, 2, 0, 1}};
+        size_t len2[5] = {2, 6, 4, 6, 11};
         ht_snap d;
         char err[256];
         len = craft(buf, 1, 1, 1, 2, sec2, len2);
@@ -880,7 +936,7 @@ static void test_crafted(void)
     put64(h + 32, (uint64_t)1 << 40);
     fix_crc(h, len);
     expect(h, len, HT_FORMAT_TOO_LARGE, "header claims 1099511627776 traces "
-           "but the trace table holds only 9 bytes", "2^40 traces");
+           "but the trace table holds only 11 bytes", "2^40 traces");
     memcpy(h, buf, len);
     put32(h + 20, UINT32_MAX);
     fix_crc(h, len);
@@ -891,7 +947,7 @@ static void test_crafted(void)
     put64(h + 72, (uint64_t)1 << 63);
     fix_crc(h, len);
     expect(h, len, HT_FORMAT_TRUNCATED, "trace table needs 9223372036854775808 "
-           "bytes, 13 remain", "huge trace section");
+           "bytes, 15 remain", "huge trace section");
     memcpy(h, buf, len);
     for (int k = 0; k < 5; k++) {
         put64(h + 40 + 8 * k, UINT64_MAX / 3);   /* sum wraps past 2^64 */
@@ -935,7 +991,7 @@ static void test_crafted(void)
            "trailing byte");
     expect(buf, len - 3, HT_FORMAT_TRUNCATED, "checksum needs 4 bytes, 1 "
            "remain", "short checksum");
-    expect(buf, len - 8, HT_FORMAT_TRUNCATED, "trace table needs 9 bytes, 5 "
+    expect(buf, len - 8, HT_FORMAT_TRUNCATED, "trace table needs 11 bytes, 7 "
            "remain", "short trace table");
 }
 
@@ -1050,20 +1106,30 @@ static void test_validate(void)
     ht_snap_free(&s);
 }
 
-static void test_oom(void)
+static void oom_case(ht_snap *s, long want_enc, long want_dec,
+                     const char *what)
 {
-    ht_snap s, d;
     uint8_t *buf, *out = (uint8_t *)"untouched";
     size_t len, out_len = 77;
     char err[256];
-    snap_edge(&s);
-    encode_or_die(&s, "meta", &buf, &len);
-    ht_format_alloc_fail_after = 0;
-    CHECK(ht_format_encode(&s, (const uint8_t *)"meta", 4, &out, &out_len) ==
-          -1 && out_len == 77 && strcmp((char *)out, "untouched") == 0,
-          "encode under OOM");
+    ht_snap d;
     long k;
-    for (k = 0;; k++) {
+    for (k = 0; k <= 100; k++) {
+        ht_format_alloc_fail_after = k;
+        int rc = ht_format_encode(s, (const uint8_t *)"meta", 4, &out,
+                                  &out_len);
+        ht_format_alloc_fail_after = -1;
+        if (rc == 0) {
+            free(out);
+            break;
+        }
+        CHECK(rc == -1 && out_len == 77 && strcmp((char *)out, "untouched")
+              == 0, "%s: encode with allocation %ld failing", what, k);
+    }
+    CHECK(k == want_enc, "%s: encode makes %ld allocations, expected %ld",
+          what, k, want_enc);
+    encode_or_die(s, "meta", &buf, &len);
+    for (k = 0; k <= 100; k++) {
         ht_format_alloc_fail_after = k;
         ht_format_status st = decode_checked(buf, len, &d, NULL, NULL, err,
                                              sizeof(err));
@@ -1073,17 +1139,28 @@ static void test_oom(void)
             break;
         }
         CHECK(st == HT_FORMAT_NO_MEMORY && strstr(err, "out of memory"),
-              "allocation %ld failing: %s %s", k, ht_format_status_name(st),
-              err);
-        if (k > 100) {
-            break;
-        }
+              "%s: allocation %ld failing: %s %s", what, k,
+              ht_format_status_name(st), err);
     }
-    CHECK(k == 11, "decode makes %ld allocations, expected 11", k);
-    printf("  allocation failure at each of the %ld allocations of a decode:"
-           " NO_MEMORY, nothing leaked\n", k);
-    ht_snap_free(&s);
+    CHECK(k == want_dec, "%s: decode makes %ld allocations, expected %ld",
+          what, k, want_dec);
+    printf("  %s: allocation failure at each of the %ld allocations of "
+           "encode and %ld of decode: clean failure, nothing leaked\n", what,
+           want_enc, k);
     free(buf);
+}
+
+static void test_oom(void)
+{
+    ht_snap s;
+    snap_edge(&s);
+    oom_case(&s, 4, 11, "edge snapshot");
+    ht_snap_free(&s);
+    snap_skewed(&s, 300, 2000);
+    oom_case(&s, 4, 12, "snapshot with a traceback map");
+    ht_snap_free(&s);
+    memset(&s, 0, sizeof(s));
+    oom_case(&s, 1, 3, "empty snapshot");
 }
 
 /* --------------------------------------------------- measurement mode */

@@ -186,12 +186,12 @@ static uint8_t *put_varint(uint8_t *p, uint64_t v)
 }
 
 /* Where the values of a column come from. */
-enum { SRC_U32, SRC_U64, SRC_STRLEN, SRC_TBLEN, SRC_TBTOTAL };
+enum { SRC_U32, SRC_U64, SRC_STRLEN, SRC_TBLEN, SRC_TBTOTAL, SRC_TBRANK };
 
 typedef struct {
     const ht_snap *s;
     int kind;
-    const void *arr;     /* SRC_U32 / SRC_U64 */
+    const void *arr;     /* SRC_U32 / SRC_U64; SRC_TBRANK: id -> rank */
     uint64_t n;          /* number of values */
     int allow_runs;      /* 0 for the column that pays for the table's rows */
     int method;          /* chosen by enc_choose */
@@ -210,6 +210,8 @@ static uint64_t enc_get(const enc_col *c, uint64_t i)
         return s->str_off[i + 1] - s->str_off[i];
     case SRC_TBLEN:
         return (uint64_t)(s->tb_off[i + 1] - s->tb_off[i]);
+    case SRC_TBRANK:
+        return ((const uint32_t *)c->arr)[s->tr_tb[i]];
     default: {  /* SRC_TBTOTAL: total_nframe minus the frame count */
         uint64_t total = (uint64_t)(int64_t)s->tb_total[i];
         return zz_enc(total - (uint64_t)(s->tb_off[i + 1] - s->tb_off[i]));
@@ -280,11 +282,58 @@ static uint8_t *enc_write(uint8_t *p, const enc_col *c)
     return p;
 }
 
-/* The nine columns in file order. */
+/* The ten columns in file order. */
 enum {
     C_STRLEN, C_FRFILE, C_FRLINE, C_TBLEN, C_TBTOTAL, C_TBFRAMES,
-    C_DOMAIN, C_SIZE, C_TB, NCOL
+    C_DOMAIN, C_SIZE, C_TBMAP, C_TB, NCOL
 };
+
+typedef struct {
+    uint64_t count;
+    uint32_t id;
+} tb_freq;
+
+static int tb_freq_cmp(const void *a, const void *b)
+{
+    const tb_freq *x = a, *y = b;
+    if (x->count != y->count) {
+        return x->count > y->count ? -1 : 1;     /* most used first */
+    }
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Rank the tracebacks by how many traces use them: order[rank] = id and
+ * rank_of[id] = rank, ties broken by id.  -1 when out of memory (nothing
+ * left allocated). */
+static int rank_tracebacks(const ht_snap *s, uint32_t **order,
+                           uint32_t **rank_of)
+{
+    size_t n = s->ntracebacks;
+    tb_freq *f = fmt_malloc(n * sizeof(*f));
+    *order = fmt_malloc(n * sizeof(uint32_t));
+    *rank_of = fmt_malloc(n * sizeof(uint32_t));
+    if (f == NULL || *order == NULL || *rank_of == NULL) {
+        free(f);
+        free(*order);
+        free(*rank_of);
+        *order = *rank_of = NULL;
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        f[i].count = 0;
+        f[i].id = (uint32_t)i;
+    }
+    for (uint64_t i = 0; i < s->ntraces; i++) {
+        f[s->tr_tb[i]].count++;
+    }
+    qsort(f, n, sizeof(*f), tb_freq_cmp);
+    for (size_t r = 0; r < n; r++) {
+        (*order)[r] = f[r].id;
+        (*rank_of)[f[r].id] = (uint32_t)r;
+    }
+    free(f);
+    return 0;
+}
 
 int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
                      uint8_t **out, size_t *out_len)
@@ -300,8 +349,11 @@ int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
         [C_TBFRAMES] = {s, SRC_U32, s->tb_frames, nentries, 0, 0, 0},
         [C_DOMAIN] = {s, SRC_U32, s->tr_domain, s->ntraces, 1, 0, 0},
         [C_SIZE] = {s, SRC_U64, s->tr_size, s->ntraces, 0, 0, 0},
+        [C_TBMAP] = {s, SRC_U32, NULL, 0, 0, 0, 0},
         [C_TB] = {s, SRC_U32, s->tr_tb, s->ntraces, 1, 0, 0},
     };
+    uint32_t *order = NULL, *rank_of = NULL;
+    uint64_t map_n = 0;
     /* first column of each section */
     static const int first_col[NSEC + 1] = {
         C_STRLEN, C_STRLEN, C_FRFILE, C_TBLEN, C_DOMAIN, NCOL
@@ -311,9 +363,28 @@ int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
     for (int k = 0; k < NCOL; k++) {
         enc_choose(&col[k]);
     }
+    /* Traceback ids in the order of a hash table walk cost 2-3 bytes per
+     * trace; ranks by frequency cost ~1.5 on skewed data.  Use the rank map
+     * (rank -> id, stored once) when it makes the file smaller. */
+    if (s->ntraces > 0 && s->ntracebacks > 1) {
+        if (rank_tracebacks(s, &order, &rank_of) != 0) {
+            return -1;
+        }
+        enc_col map = {s, SRC_U32, order, s->ntracebacks, 0, 0, 0};
+        enc_col ranked = {s, SRC_TBRANK, rank_of, s->ntraces, 1, 0, 0};
+        enc_choose(&map);
+        enc_choose(&ranked);
+        if (varint_len(s->ntracebacks) + map.size + ranked.size <
+            varint_len(0) + col[C_TBMAP].size + col[C_TB].size) {
+            col[C_TBMAP] = map;
+            col[C_TB] = ranked;
+            map_n = s->ntracebacks;
+        }
+    }
     sec_len[SEC_META] = meta_len;
     for (int k = SEC_STRINGS; k < NSEC; k++) {
-        sec_len[k] = k == SEC_STRINGS ? blob_len : 0;
+        sec_len[k] = k == SEC_STRINGS ? blob_len
+                   : k == SEC_TRACES ? varint_len(map_n) : 0;
         for (int c = first_col[k]; c < first_col[k + 1]; c++) {
             sec_len[k] += col[c].size;
         }
@@ -324,11 +395,10 @@ int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
     for (int k = 0; k < NSEC; k++) {
         total += sec_len[k];
     }
-    if (total > SIZE_MAX) {
-        return -1;
-    }
-    uint8_t *buf = fmt_malloc((size_t)total);
+    uint8_t *buf = total > SIZE_MAX ? NULL : fmt_malloc((size_t)total);
     if (buf == NULL) {
+        free(order);
+        free(rank_of);
         return -1;
     }
 
@@ -357,9 +427,14 @@ int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
         p += blob_len;
     }
     for (int c = C_FRFILE; c < NCOL; c++) {
+        if (c == C_TBMAP) {
+            p = put_varint(p, map_n);
+        }
         p = enc_write(p, &col[c]);
     }
     p = put_u32(p, ht_crc32c(0, body, (size_t)(p - body)));
+    free(order);
+    free(rank_of);
 
     *out = buf;
     *out_len = (size_t)total;
@@ -485,8 +560,8 @@ static ht_format_status col_next(dec_t *d, dec_col *c, uint64_t *v)
     return HT_FORMAT_OK;
 }
 
-/* Next value of a column that must fit in 32 bits and be below `limit`
- * (limit == 0 means any 32-bit value; `table` names what it indexes). */
+/* Next value of a column that must fit in 32 bits and, when `table` (what
+ * the value indexes) is non-NULL, be below `limit` (the table's size). */
 static ht_format_status col_next_u32(dec_t *d, dec_col *c, uint32_t *v,
                                      uint64_t limit, const char *row,
                                      const char *table)
@@ -496,7 +571,10 @@ static ht_format_status col_next_u32(dec_t *d, dec_col *c, uint32_t *v,
     if (st != HT_FORMAT_OK) {
         return st;
     }
-    if (limit != 0 ? x >= limit : x > UINT32_MAX) {
+    if (table == NULL) {
+        limit = (uint64_t)UINT32_MAX + 1;
+    }
+    if (x >= limit) {
         if (table == NULL) {
             return dfail(d, HT_FORMAT_CORRUPT, "%s: %s %" PRIu64 " has %s %"
                          PRIu64 ", more than 32 bits", d->sec, row, c->i - 1,
@@ -651,11 +729,11 @@ static ht_format_status dec_tracebacks(dec_t *d, ht_snap *s)
     return sec_end(d);
 }
 
-static ht_format_status dec_traces(dec_t *d, ht_snap *s)
+static ht_format_status dec_traces_map(dec_t *d, ht_snap *s, uint32_t **map)
 {
     ht_format_status st;
     dec_col c;
-    uint64_t n = s->ntraces;
+    uint64_t n = s->ntraces, m;
     ALLOC(s->tr_domain, n);
     ALLOC(s->tr_size, n);
     ALLOC(s->tr_tb, n);
@@ -667,12 +745,43 @@ static ht_format_status dec_traces(dec_t *d, ht_snap *s)
     for (uint64_t i = 0; i < n; i++) {
         TRY(col_next(d, &c, &s->tr_size[i]));
     }
+    /* optional rank map: the traceback column then holds ranks */
+    c.name = "traceback map length";
+    c.n = 1;
+    c.i = 0;
+    TRY(get_varint(d, &c, &m));
+    if (m != 0 && m != s->ntracebacks) {
+        return dfail(d, HT_FORMAT_CORRUPT, "%s: traceback map has %" PRIu64
+                     " entries, expected 0 or %" PRIu32, d->sec, m,
+                     s->ntracebacks);
+    }
+    if (m > left(d)) {      /* each entry takes a byte: bounds the malloc */
+        return dfail(d, HT_FORMAT_TOO_LARGE, "%s: traceback map has %" PRIu64
+                     " entries but only %zu bytes remain", d->sec, m, left(d));
+    }
+    ALLOC(*map, m);
+    TRY(col_begin(d, &c, "traceback map", m, 0));
+    for (uint64_t i = 0; i < m; i++) {
+        TRY(col_next_u32(d, &c, &(*map)[i], s->ntracebacks, "traceback map "
+                         "entry", "traceback"));
+    }
     TRY(col_begin(d, &c, "traceback column", n, 1));
     for (uint64_t i = 0; i < n; i++) {
-        TRY(col_next_u32(d, &c, &s->tr_tb[i], s->ntracebacks, "trace",
-                         "traceback"));
+        TRY(col_next_u32(d, &c, &s->tr_tb[i], m != 0 ? m : s->ntracebacks,
+                         "trace", m != 0 ? "traceback rank" : "traceback"));
+        if (m != 0) {
+            s->tr_tb[i] = (*map)[s->tr_tb[i]];
+        }
     }
     return sec_end(d);
+}
+
+static ht_format_status dec_traces(dec_t *d, ht_snap *s)
+{
+    uint32_t *map = NULL;
+    ht_format_status st = dec_traces_map(d, s, &map);
+    free(map);
+    return st;
 }
 
 /* Everything after the magic bytes: header checks, then the sections. */

@@ -131,6 +131,9 @@ int ht_snap_validate(const ht_snap *s, char *err, size_t errlen)
     for (uint32_t i = 0; i < s->nstrings; i++) {
         size_t start = (size_t)s->str_off[i];
         size_t len = (size_t)(s->str_off[i + 1] - s->str_off[i]);
+        if (len == 0) {
+            continue;       /* str_blob may be NULL then */
+        }
         const unsigned char *p = (const unsigned char *)s->str_blob + start;
         size_t ok = utf8_valid_prefix(p, len);
         if (ok != len) {
