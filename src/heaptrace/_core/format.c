@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "snapdata.h"
 
 /* ---------------------------------------------------------------- CRC-32C */
@@ -114,7 +115,9 @@ static void *fmt_malloc(size_t n)
     return malloc(n);
 }
 #else
-#define fmt_malloc malloc
+/* ht_malloc is malloc, made to fail on demand in the extension's
+ * fault-injection build (HT_FAULT_INJECTION, see alloc.h). */
+#define fmt_malloc ht_malloc
 #endif
 
 /* ------------------------------------------------------- shared constants */
