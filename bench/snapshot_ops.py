@@ -7,7 +7,7 @@ generated functions, compiled with exec() into six fake source files
 and each allocates small ints on its own line.  With the few frames of the
 driver below them, the deepest tracebacks are longer than 10 frames and get
 truncated.  The child then times, with tracing still active (as when a
-program inspects itself):
+program inspects itself) unless --stop-tracing is given:
 
     take_snapshot             tracemalloc.take_snapshot()
     statistics_lineno         snapshot.statistics("lineno")
@@ -22,8 +22,13 @@ program inspects itself):
     dump                      snapshot.dump(file), and the file's size
     load                      Snapshot.load(file)
 
-Each operation is timed once: some take the standard module a minute, and
+Each operation is timed once: some take the standard module minutes, and
 running it again could measure a cache rather than the operation.
+
+While tracing is active, every allocation the analysis itself makes is
+traced too, which is most of the standard module's cost here.
+--stop-tracing stops tracing once both snapshots are taken, to measure the
+analysis alone.
 
 Example:
     python3 bench/snapshot_ops.py --traces 1200000 --json snapshot_ops.json
@@ -94,14 +99,16 @@ class Bench:
     def __init__(self, module, traces, workdir):
         self.module = module
         self.entry = generate_levels()
+        # Every path makes LEVELS lists of `count` ints, each list being two
+        # blocks (the object and its array of items): at least 3 blocks.
+        npaths = max(1, min(PATHS, traces // (3 * LEVELS)))
+        self.count = max(1, traces // (npaths * LEVELS) - 2)
         rng = random.Random(42)
         self.paths = [tuple(rng.randrange(WIDTH) for _ in range(LEVELS))
-                      for _ in range(PATHS)]
-        # Every path makes LEVELS lists of `count` ints, each list being two
-        # blocks (the object and its array of items).
-        self.count = max(1, traces // (PATHS * LEVELS) - 2)
+                      for _ in range(npaths)]
         self.live = []
         self.snapshot = None
+        self.later = None
         self.path = os.path.join(workdir, "snapshot.dump")
         self.file_size = None
 
@@ -120,15 +127,15 @@ class Bench:
     def statistics_cumulative(self):
         self.snapshot.statistics("lineno", cumulative=True)
 
-    def compare_to(self, later):
-        later.compare_to(self.snapshot, "lineno")
-
-    def prepare_compare_to(self):
+    def take_later_snapshot(self):
         """Free a fifth of the lists, allocate as many again along a tenth
-        of the paths, and take the later snapshot (untimed)."""
+        of the paths, and take the snapshot compare_to compares with."""
         del self.live[::5]
         allocate(self.entry, self.paths[::10], self.count * 2, self.live)
-        return (self.module.take_snapshot(),)
+        self.later = self.module.take_snapshot()
+
+    def compare_to(self):
+        self.later.compare_to(self.snapshot, "lineno")
 
     def filter_traces(self):
         Filter = self.module.Filter
@@ -142,23 +149,17 @@ class Bench:
     def load(self):
         self.module.Snapshot.load(self.path)
 
-    def prepare_load(self):
-        """Write the dump file (untimed) when dump itself is not measured."""
-        if self.file_size is None:
-            self.dump()
-        return ()
 
-
-def timed(label, func, *args):
-    """Call func(*args); report and return the seconds it took."""
+def timed(label, func):
+    """Call func(); report and return the seconds it took."""
     begin = time.perf_counter()
-    func(*args)
+    func()
     seconds = time.perf_counter() - begin
     print(f"  {label}: {seconds:.3f} s", file=sys.stderr, flush=True)
     return seconds
 
 
-def child(module_name, nframe, traces, ops):
+def child(module_name, nframe, traces, ops, stop_tracing):
     """Build the traces, time *ops* in order, and print the results."""
     module = load_module(module_name)
     with tempfile.TemporaryDirectory() as workdir:
@@ -168,12 +169,18 @@ def child(module_name, nframe, traces, ops):
         seconds["take_snapshot"] = timed("take_snapshot", bench.take_snapshot)
         ntraces = len(bench.snapshot.traces)
         print(f"  ({ntraces:,} traces)", file=sys.stderr)
+        if "compare_to" in ops:
+            bench.take_later_snapshot()
+        if stop_tracing:
+            module.stop()
         for op in ops:
             if op == "take_snapshot":
                 continue
-            prepare = getattr(bench, f"prepare_{op}", tuple)
-            seconds[op] = timed(op, getattr(bench, op), *prepare())
-        module.stop()
+            if op == "load" and bench.file_size is None:
+                bench.dump()    # the file to load, when dump is not timed
+            seconds[op] = timed(op, getattr(bench, op))
+        if not stop_tracing:
+            module.stop()
     emit({"module": module_name, "ntraces": ntraces, "seconds": seconds,
           "file_size": bench.file_size})
 
@@ -191,6 +198,8 @@ def parse_args():
                         default=list(OPERATIONS), metavar="OP",
                         help=f"operations to time (default: all of "
                         f"{', '.join(OPERATIONS)})")
+    parser.add_argument("--stop-tracing", action="store_true",
+                        help="stop tracing before the analysis operations")
     parser.add_argument("--json", metavar="FILE",
                         help="also save the raw figures to FILE")
     parser.add_argument("--only-stdlib", action="store_true",
@@ -205,7 +214,8 @@ def parse_args():
 def main():
     args = parse_args()
     if args.child:
-        child(args.child, args.nframe, args.traces, args.ops)
+        child(args.child, args.nframe, args.traces, args.ops,
+              args.stop_tracing)
         return
     modules = require_heaptrace(args.only_stdlib)
     results = {}
@@ -213,7 +223,8 @@ def main():
         print(f"{module}:", file=sys.stderr)
         results[module] = run_child(__file__, [
             "--child", module, "--traces", args.traces, "--nframe",
-            args.nframe, "--ops", *args.ops])
+            args.nframe, "--ops", *args.ops,
+            *(["--stop-tracing"] if args.stop_tracing else [])])
 
     headers = ["operation"] + [f"{m} (s)" for m in modules]
     if len(modules) == 2:
@@ -232,11 +243,14 @@ def main():
             row.append(f"{sizes[0] / sizes[1]:.1f}x smaller")
         rows.append(row)
     counts = ", ".join(f"{m} {results[m]['ntraces']:,}" for m in modules)
+    tracing = "stopped" if args.stop_tracing else "active"
     print(f"Snapshot operations, nframe={args.nframe}, live traces: "
-          f"{counts}\n")
+          f"{counts}; tracing {tracing} during the analysis\n")
     print(markdown_table(headers, rows))
     save_json(args.json, {"python": sys.version, "traces": args.traces,
-                          "nframe": args.nframe, "results": results})
+                          "nframe": args.nframe,
+                          "stop_tracing": args.stop_tracing,
+                          "results": results})
 
 
 if __name__ == "__main__":
