@@ -6,8 +6,7 @@ generated functions, compiled with exec() into six fake source files
 ("gen/level0.py" .. "gen/level5.py"), call one another along random paths
 and each allocates small ints on its own line.  With the few frames of the
 driver below them, the deepest tracebacks are longer than 10 frames and get
-truncated.  The child then times, with tracing still active (as when a
-program inspects itself) unless --stop-tracing is given:
+truncated.  The child then times:
 
     take_snapshot             tracemalloc.take_snapshot()
     statistics_lineno         snapshot.statistics("lineno")
@@ -25,10 +24,11 @@ program inspects itself) unless --stop-tracing is given:
 Each operation is timed once: some take the standard module minutes, and
 running it again could measure a cache rather than the operation.
 
-While tracing is active, every allocation the analysis itself makes is
-traced too, which is most of the standard module's cost here.
---stop-tracing stops tracing once both snapshots are taken, to measure the
-analysis alone.
+Tracing is stopped once both snapshots are taken, so the analysis is
+measured alone.  With --keep-tracing it stays active, as in a program that
+inspects itself: every allocation the analysis makes is then traced too,
+which multiplies the standard module's times (statistics_cumulative takes
+it about ten minutes at 1.2 million traces).
 
 Example:
     python3 bench/snapshot_ops.py --traces 1200000 --json snapshot_ops.json
@@ -159,7 +159,7 @@ def timed(label, func):
     return seconds
 
 
-def child(module_name, nframe, traces, ops, stop_tracing):
+def child(module_name, nframe, traces, ops, keep_tracing):
     """Build the traces, time *ops* in order, and print the results."""
     module = load_module(module_name)
     with tempfile.TemporaryDirectory() as workdir:
@@ -171,7 +171,7 @@ def child(module_name, nframe, traces, ops, stop_tracing):
         print(f"  ({ntraces:,} traces)", file=sys.stderr)
         if "compare_to" in ops:
             bench.take_later_snapshot()
-        if stop_tracing:
+        if not keep_tracing:
             module.stop()
         for op in ops:
             if op == "take_snapshot":
@@ -179,7 +179,7 @@ def child(module_name, nframe, traces, ops, stop_tracing):
             if op == "load" and bench.file_size is None:
                 bench.dump()    # the file to load, when dump is not timed
             seconds[op] = timed(op, getattr(bench, op))
-        if not stop_tracing:
+        if keep_tracing:
             module.stop()
     emit({"module": module_name, "ntraces": ntraces, "seconds": seconds,
           "file_size": bench.file_size})
@@ -198,8 +198,8 @@ def parse_args():
                         default=list(OPERATIONS), metavar="OP",
                         help=f"operations to time (default: all of "
                         f"{', '.join(OPERATIONS)})")
-    parser.add_argument("--stop-tracing", action="store_true",
-                        help="stop tracing before the analysis operations")
+    parser.add_argument("--keep-tracing", action="store_true",
+                        help="keep tracing during the analysis operations")
     parser.add_argument("--json", metavar="FILE",
                         help="also save the raw figures to FILE")
     parser.add_argument("--only-stdlib", action="store_true",
@@ -215,7 +215,7 @@ def main():
     args = parse_args()
     if args.child:
         child(args.child, args.nframe, args.traces, args.ops,
-              args.stop_tracing)
+              args.keep_tracing)
         return
     modules = require_heaptrace(args.only_stdlib)
     results = {}
@@ -224,7 +224,7 @@ def main():
         results[module] = run_child(__file__, [
             "--child", module, "--traces", args.traces, "--nframe",
             args.nframe, "--ops", *args.ops,
-            *(["--stop-tracing"] if args.stop_tracing else [])])
+            *(["--keep-tracing"] if args.keep_tracing else [])])
 
     headers = ["operation"] + [f"{m} (s)" for m in modules]
     if len(modules) == 2:
@@ -240,16 +240,18 @@ def main():
         sizes = [results[m]["file_size"] for m in modules]
         row = ["dump file size (MB)"] + [f"{s / 1e6:.1f}" for s in sizes]
         if len(modules) == 2:
-            row.append(f"{sizes[0] / sizes[1]:.1f}x smaller")
+            ratio = sizes[0] / sizes[1]
+            row.append(f"{ratio:.1f}x smaller" if ratio >= 1
+                       else f"{1 / ratio:.1f}x larger")
         rows.append(row)
     counts = ", ".join(f"{m} {results[m]['ntraces']:,}" for m in modules)
-    tracing = "stopped" if args.stop_tracing else "active"
+    tracing = "active" if args.keep_tracing else "stopped"
     print(f"Snapshot operations, nframe={args.nframe}, live traces: "
           f"{counts}; tracing {tracing} during the analysis\n")
     print(markdown_table(headers, rows))
     save_json(args.json, {"python": sys.version, "traces": args.traces,
                           "nframe": args.nframe,
-                          "stop_tracing": args.stop_tracing,
+                          "keep_tracing": args.keep_tracing,
                           "results": results})
 
 
