@@ -1069,6 +1069,10 @@ static void test_validate(void)
         {"NULL blob", "str_blob is NULL"},
         {"NULL traces", "trace arrays are NULL"},
         {"NULL tb_off", "tb_off is NULL"},
+        {"NULL str_off", "str_off is NULL but there are 6 strings"},
+        {"NULL tb_total", "tb_total is NULL"},
+        {"NULL tb_frames", "tb_frames is NULL"},
+        {"too many traces", "traces do not fit in memory"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         snap_edge(&s);
@@ -1090,14 +1094,53 @@ static void test_validate(void)
         case 13: saved = s.str_blob; s.str_blob = NULL; break;
         case 14: saved = s.tr_tb; s.tr_tb = NULL; break;
         case 15: saved = s.tb_off; s.tb_off = NULL; break;
+        case 16: saved = s.str_off; s.str_off = NULL; break;
+        case 17: saved = s.tb_total; s.tb_total = NULL; break;
+        case 18: saved = s.tb_frames; s.tb_frames = NULL; break;
+        case 19: s.ntraces = UINT64_MAX; break;
         }
         err[0] = 0;
         int rc = ht_snap_validate(&s, err, sizeof(err));
         CHECK(rc == -1 && strstr(err, cases[i].msg) != NULL,
               "%s: rc %d \"%s\"", cases[i].what, rc, err);
         free(saved);
+        s.ntraces = 7;
         ht_snap_free(&s);
     }
+
+    /* ht_snap_equal notices a change in any table */
+    ht_snap a, b;
+    snap_edge(&a);
+    for (int i = 0; i < 12; i++) {
+        snap_edge(&b);
+        CHECK(ht_snap_equal(&a, &b), "equal copies");
+        switch (i) {
+        case 0: b.traceback_limit++; break;
+        case 1: b.nstrings--; break;
+        case 2: b.str_off[2]++; b.str_off[3]++; break;
+        case 3: b.str_blob[3] = 'b'; break;
+        case 4: b.frame_file[1] = 2; break;
+        case 5: b.frame_line[1]++; break;
+        case 6: b.tb_off[1] = 0; break;
+        case 7: b.tb_frames[0] = 4; break;
+        case 8: b.tb_total[0] = 3; break;
+        case 9: b.tr_domain[0] = 1; break;
+        case 10: b.tr_size[0] = 1; break;
+        case 11: b.tr_tb[0] = 1; break;
+        }
+        CHECK(!ht_snap_equal(&a, &b), "change %d not noticed", i);
+        if (i == 1) {
+            b.nstrings++;
+        }
+        ht_snap_free(&b);
+    }
+    ht_snap_free(&a);
+
+    CHECK(strcmp(ht_format_status_name(HT_FORMAT_OK), "OK") == 0 &&
+          strcmp(ht_format_status_name(HT_FORMAT_TOO_LARGE), "TOO_LARGE") == 0
+          && strcmp(ht_format_status_name(HT_FORMAT_NO_MEMORY), "NO_MEMORY")
+          == 0 && strcmp(ht_format_status_name(-1), "UNKNOWN") == 0 &&
+          strcmp(ht_format_status_name(7), "UNKNOWN") == 0, "status names");
     /* short error buffers are fine */
     snap_edge(&s);
     s.tr_tb[0] = 99;
