@@ -869,7 +869,7 @@ static void test_crafted(void)
              0x02, 20, 0, 0, 2, 0, 1), HT_FORMAT_CORRUPT,
          "does not fit in 64 bits"},
         {"run longer than the column", 4, SEC(2, 0, 2, 0, 10, 20, 0, 0, 2, 0, 1),
-         HT_FORMAT_CORRUPT, "only 2 values remain"},
+         HT_FORMAT_CORRUPT, "run longer than the 2 values that remain"},
         {"size column coded as runs", 4, SEC(2, 0, 1, 2, 10, 1, 0, 0, 2, 0, 1),
          HT_FORMAT_CORRUPT, "size column has invalid coding 2"},
         {"domain over 32 bits", 4,

@@ -540,10 +540,10 @@ static ht_format_status col_next(dec_t *d, dec_col *c, uint64_t *v)
                 return st;
             }
             if (extra >= c->n - c->i) {
-                return dfail(d, HT_FORMAT_CORRUPT, "%s: %s has a run of %"
-                             PRIu64 "+1 values at value %" PRIu64 " but only %"
-                             PRIu64 " values remain", d->sec, c->name, extra,
-                             c->i, c->n - c->i);
+                return dfail(d, HT_FORMAT_CORRUPT, "%s: %s has a run "
+                             "longer than the %" PRIu64 " values that remain "
+                             "(at value %" PRIu64 ")", d->sec, c->name,
+                             c->n - c->i, c->i);
             }
             c->run_left = extra + 1;
         }
