@@ -312,10 +312,14 @@ static int rank_tracebacks(const ht_snap *s, uint32_t **order,
                            uint32_t **rank_of)
 {
     size_t n = s->ntracebacks;
+    if (n > SIZE_MAX / sizeof(tb_freq)) {     /* only on 32-bit targets */
+        return -1;
+    }
     tb_freq *f = fmt_malloc(n * sizeof(*f));
     *order = fmt_malloc(n * sizeof(uint32_t));
     *rank_of = fmt_malloc(n * sizeof(uint32_t));
     if (f == NULL || *order == NULL || *rank_of == NULL) {
+        /* free(NULL) is fine: whichever succeeded is released */
         free(f);
         free(*order);
         free(*rank_of);
