@@ -28,11 +28,11 @@ _SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 def _format_size(size, sign):
     """Render a byte count the way tracemalloc prints it.
 
-    Sizes keep at most three significant digits once they leave bytes:
-    below 100 of a unit one decimal is shown ("12.3 KiB"), below 10 * 1024 of
-    a unit none ("4096 KiB"), and anything larger moves on to the next unit.
-    TiB is the last unit, however large the number.  With *sign* true the
-    sign is always written ("+1.5 MiB", "-12 B").
+    The number is given in the first unit of B, KiB, MiB, GiB, TiB in which
+    it stays below 10 * 1024 (TiB however large it is).  Outside bytes, a
+    number below 100 gets one decimal ("12.5 KiB"), a larger one none
+    ("4096 KiB").  With *sign* true the sign is always written ("+12.5 MiB",
+    "-12 B").
     """
     flag = "+" if sign else ""
     for unit in _SIZE_UNITS:
@@ -224,6 +224,9 @@ class _Traces(Sequence):
     It keeps the raw trace tuples it was given (in ``_traces``) and builds a
     Trace only when one is asked for.
     """
+
+    # No __slots__: a pickled snapshot restores ``_traces`` through the
+    # instance dict, in the standard module's pickles too.
 
     def __init__(self, traces):
         self._traces = traces
@@ -462,23 +465,24 @@ def _check_grouping(key_type, cumulative):
                          % (key_type,))
 
 
-def _group_keys(frames, key_type, cumulative):
-    """The frame tuples of the groups a raw traceback contributes to.
+def _group_of(key_type, cumulative):
+    """The function that maps one unit of a raw traceback to its group.
 
-    Without *cumulative* there is one group: the whole traceback, its most
-    recent frame, or that frame's file (with line 0).  With *cumulative*
-    every frame counts, once per occurrence, so that a recursive call is
-    counted as many times as it appears on the stack.
+    Without *cumulative* the unit is the whole traceback, and its group is
+    the traceback itself, its most recent frame, or that frame's file (with
+    line 0).  With *cumulative* every frame is a unit, once per occurrence,
+    so a recursive call counts as many times as it appears on the stack.
+    The group is given as the frames of its Traceback.
     """
     if cumulative:
         if key_type == "lineno":
-            return [(frame,) for frame in frames]
-        return [((frame[0], 0),) for frame in frames]
+            return lambda frame: (frame,)
+        return lambda frame: ((frame[0], 0),)
     if key_type == "traceback":
-        return [frames]
+        return lambda frames: frames
     if key_type == "lineno":
-        return [frames[:1]]
-    return [((frames[0][0], 0),)]
+        return lambda frames: frames[:1]
+    return lambda frames: ((frames[0][0], 0),)
 
 
 def _diff_groups(old, new):
@@ -574,15 +578,14 @@ class Snapshot:
         Groups appear in the order in which the traces first reach them.
         """
         _check_grouping(key_type, cumulative)
+        group_of = _group_of(key_type, cumulative)
         stats = {}
-        keys_by_frames = {}
+        groups = {}
         for _domain, size, frames, _total_nframe in self.traces._traces:
-            keys = keys_by_frames.get(frames)
-            if keys is None:
-                keys = [Traceback(key) for key in
-                        _group_keys(frames, key_type, cumulative)]
-                keys_by_frames[frames] = keys
-            for key in keys:
+            for unit in (frames if cumulative else (frames,)):
+                key = groups.get(unit)
+                if key is None:
+                    key = groups[unit] = Traceback(group_of(unit))
                 stat = stats.get(key)
                 if stat is None:
                     stats[key] = Statistic(key, size, 1)

@@ -170,6 +170,14 @@ def test_cumulative_counts_each_occurrence_of_a_frame():
     assert (by_file[0].size, by_file[0].count) == (30, 3)
 
 
+@pytest.mark.parametrize("key_type", ["lineno", "filename"])
+def test_cumulative_accepts_frames_as_lists(key_type):
+    raw = [(0, 8, [("a.py", 1), ("b.py", 2)], 2), (0, 8, [("a.py", 1)], 1)]
+    ours, theirs = snapshot_pair(raw)
+    assert rendered(ours.statistics(key_type, True)) == rendered(
+        theirs.statistics(key_type, True))
+
+
 @pytest.mark.parametrize("name,key_type,cumulative", [
     ("grid-1", key_type, cumulative) for key_type, cumulative in GROUPINGS
 ] + [("ties-1", "lineno", False), ("ties-1", "lineno", True),
