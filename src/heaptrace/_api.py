@@ -157,8 +157,8 @@ class Traceback(Sequence):
 
         Each frame gives a ``  File "name", line N`` line, followed by the
         stripped source line when linecache can find it.  A positive *limit*
-        keeps the *limit* most recent frames; a negative or zero one drops
-        that many of them (``-1``: all but the allocation site).  Frames run
+        keeps only the *limit* most recent frames, a negative one leaves out
+        the ``-limit`` most recent frames, and 0 leaves nothing.  Frames run
         from the oldest to the most recent unless *most_recent_first* is set.
         """
         frames = self._frames
