@@ -10,7 +10,10 @@ with the same results, backed by a faster engine written in C
 # attribute must exist here for them to run against heaptrace.
 import linecache  # noqa: F401
 
-from heaptrace._api import (
+# The private names come along: code written for tracemalloc reaches them,
+# and patches them, on the module (take_snapshot() calls _get_traces()
+# through the package for that reason).
+from heaptrace._api import (  # noqa: F401
     BaseFilter,
     DomainFilter,
     Filter,
@@ -26,7 +29,7 @@ from heaptrace._api import (
     get_object_traceback,
     take_snapshot,
 )
-from heaptrace._core import (
+from heaptrace._core import (  # noqa: F401
     _get_object_traceback,
     _get_traceback,
     _get_traces,
