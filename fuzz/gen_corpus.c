@@ -59,10 +59,14 @@ static void build(ht_snap *s, uint32_t nstr, uint32_t ntb, uint32_t depth,
     s->tr_tb = xcalloc(ntr, sizeof(uint32_t));
     for (uint64_t i = 0; i < ntr; i++) {
         s->tr_domain[i] = i % 17 == 16 ? 0xFFFFFFFFu : 0;
-        s->tr_size[i] = pick == 0 ? 8 * (i % 50) : 64 * i;
+        s->tr_size[i] = pick == 0 ? 8 * (i % 50) : pick == 1 ? 64 * i
+                        : i % 100;
+        /* pick 2: two hot tracebacks with large ids interleaved with all the
+         * others, so that ranking them pays */
         s->tr_tb[i] = (uint32_t)(pick == 0 ? i % ntb
                                  : pick == 1 ? i * ntb / ntr
-                                 : i % 7 ? ntb - 1 : i % ntb);
+                                 : i % 4 == 0 ? i % ntb
+                                 : i % 2 ? ntb - 1 : 3 * ntb / 4 + i % 8);
     }
 }
 
@@ -101,7 +105,7 @@ int main(int argc, char **argv)
     build(&s, 4, 5, 2, 60, 1);
     write(dir, "sorted_runs_delta.htsnap", &s, "");
     ht_snap_free(&s);
-    build(&s, 3, 150, 1, 300, 2);
+    build(&s, 3, 200, 1, 1000, 2);
     write(dir, "rank_map.htsnap", &s, "");
     ht_snap_free(&s);
     return 0;

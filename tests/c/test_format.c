@@ -335,8 +335,9 @@ static void snap_realistic(ht_snap *s, uint64_t ntr, uint32_t depth,
     free(typical);
 }
 
-/* ntb one-frame tracebacks, ntr traces nearly all using the last one: the
- * writer stores a traceback rank map for it (given ntb > 128). */
+/* ntb one-frame tracebacks, ntr traces mostly using a few with large ids,
+ * interleaved with the others: the writer stores a traceback rank map for
+ * it (given ntb >= 200 and ntr >= 5 * ntb). */
 static void snap_skewed(ht_snap *s, uint32_t ntb, uint32_t ntr)
 {
     snap_alloc(s, 1, 4, 1, ntb, ntb, ntr);
@@ -351,8 +352,9 @@ static void snap_skewed(ht_snap *s, uint32_t ntb, uint32_t ntr)
     }
     for (uint32_t i = 0; i < ntr; i++) {
         s->tr_domain[i] = 0;
-        s->tr_size[i] = i;
-        s->tr_tb[i] = i % 10 == 0 ? i % ntb : ntb - 1;
+        s->tr_size[i] = i % 100;
+        s->tr_tb[i] = i % 4 == 0 ? i % ntb
+                    : i % 2 ? ntb - 1 : 3 * ntb / 4 + i % 8;
     }
 }
 
@@ -496,6 +498,20 @@ static ht_format_status hostile_fixed(const uint8_t *buf, size_t len)
     return st;
 }
 
+/* Whether a valid file carries a traceback rank map: its decode then makes
+ * a 12th allocation (the map) besides the 10 arrays and the meta copy. */
+static int uses_rank_map(const uint8_t *buf, size_t len)
+{
+    ht_snap d;
+    uint8_t *m = NULL;
+    ht_format_alloc_fail_after = 11;
+    ht_format_status st = ht_format_decode(buf, len, &d, &m, NULL, NULL, 0);
+    ht_format_alloc_fail_after = -1;
+    ht_snap_free(&d);
+    free(m);
+    return st == HT_FORMAT_NO_MEMORY;
+}
+
 static void encode_or_die(const ht_snap *s, const char *meta, uint8_t **buf,
                           size_t *len)
 {
@@ -554,10 +570,20 @@ static void test_roundtrips(void)
     roundtrip(&s, NULL, 0, "limit -1", NULL);
     ht_snap_free(&s);
 
-    snap_skewed(&s, 300, 2000);
-    roundtrip(&s, NULL, 0, "skewed tracebacks (rank map)", &len);
-    CHECK(len < 2000 * 2 + 300, "rank map not used: %zu bytes", len);
-    ht_snap_free(&s);
+    {
+        uint8_t *buf;
+        snap_skewed(&s, 300, 2000);
+        roundtrip(&s, NULL, 0, "skewed tracebacks (rank map)", &len);
+        encode_or_die(&s, NULL, &buf, &len);
+        CHECK(uses_rank_map(buf, len), "rank map not used");
+        free(buf);
+        ht_snap_free(&s);
+        snap_edge(&s);
+        encode_or_die(&s, NULL, &buf, &len);
+        CHECK(!uses_rank_map(buf, len), "rank map used for 6 tracebacks");
+        free(buf);
+        ht_snap_free(&s);
+    }
 
     for (int i = 0; i < 400; i++) {
         char label[64];
@@ -663,9 +689,10 @@ static void test_bitflips(void)
     flips(buf, len, &fixed_ok);
     total_bits += 8 * len;
     free(buf);
-    snap_skewed(&s, 200, 600);
+    snap_skewed(&s, 200, 1000);
     encode_or_die(&s, NULL, &buf, &len);
     ht_snap_free(&s);
+    CHECK(uses_rank_map(buf, len), "bit-flip file without a rank map");
     flips(buf, len, &fixed_ok);
     total_bits += 8 * len;
     free(buf);
