@@ -1,0 +1,71 @@
+"""The ``heaptrace`` command: run, top, diff, trend, leaks.
+
+Each subcommand lives in its own module, which provides ``add_arguments``
+and ``execute`` and whose docstring is its help text.  Every failure the
+user must hear about is raised as :class:`CLIError` and printed as one line;
+its exit code is 2 for a problem with what was asked (a missing file, a
+file that is not a snapshot, a target that does not exist) and 1 when the
+user's own code failed.  See docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Optional, Sequence
+
+from ._common import EXIT_USAGE, CLIError
+
+__all__ = ["main", "CLIError", "COMMANDS"]
+
+#: Subcommands, in the order of the help.
+COMMANDS = ("run", "top", "diff", "trend", "leaks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="heaptrace",
+        description="Trace Python memory allocations and hunt leaks.",
+        epilog="Run 'heaptrace COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"heaptrace {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"{__name__}.{name}")
+        summary = module.__doc__.strip().splitlines()[0]
+        sub = commands.add_parser(name, help=summary, description=module.__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(execute=module.execute)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.execute(args)
+    except CLIError as error:
+        print(f"heaptrace: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("heaptrace: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (head, less) went away: not an error worth a traceback.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("heaptrace")
+    except Exception:
+        return "unknown"

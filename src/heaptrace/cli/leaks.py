@@ -1,0 +1,152 @@
+"""Call a function many times and report the allocation sites that leak.
+
+Examples:
+  heaptrace leaks examples/leaky_app.py:handle_request
+  heaptrace leaks myapp.handlers:reload_config --iterations 2000
+  heaptrace leaks tests/helpers.py:Client.ping --json
+
+TARGET is FILE.py:FUNC or package.module:FUNC; FUNC may be dotted
+(Class.method) and is called with no arguments.  A file is imported as a
+module named after it, with its folder first on sys.path; a module is
+imported with the current folder first on sys.path, as `python -m` does.
+
+heaptrace warms the function up, then calls it in a series of batches with
+a garbage collection and a snapshot after each, and reports the sites whose
+memory kept growing: most likely leak first, with growth per call, the call
+path that keeps the memory, and a confidence.  Sites that grew and stopped
+(caches), that give back what they take (buffers) or that only held garbage
+are listed as not leaks.  See find_leaks() in the Python API.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+from ..leaks import DEFAULT_DURATION, DEFAULT_SNAPSHOTS, find_leaks
+from ._common import EXIT_TARGET_FAILED, CLIError, Progress, one_line, print_json
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("target", metavar="TARGET",
+                        help="FILE.py:FUNC or package.module:FUNC")
+    parser.add_argument("-n", "--iterations", type=int, metavar="N",
+                        help="calls to measure (default: as many as fit in --duration, "
+                             "at most 5000)")
+    parser.add_argument("-w", "--warmup", type=int, metavar="N",
+                        help="calls before the baseline (default: automatic, at least 2)")
+    parser.add_argument("-f", "--nframe", type=int, default=25, metavar="N",
+                        help="frames per traceback (default 25)")
+    parser.add_argument("--snapshots", type=int, default=DEFAULT_SNAPSHOTS, metavar="N",
+                        help=f"measurement intervals, one snapshot after each "
+                             f"(default {DEFAULT_SNAPSHOTS})")
+    parser.add_argument("--duration", type=float, default=DEFAULT_DURATION,
+                        metavar="SECONDS",
+                        help=f"time to spend calling the function when --iterations is "
+                             f"not given (default {DEFAULT_DURATION:g})")
+    parser.add_argument("-l", "--limit", type=int, default=5, metavar="N",
+                        help="show at most N suspects (default 5; the JSON has all)")
+    parser.add_argument("--json", action="store_true",
+                        help="print machine-readable JSON (see docs/json.md)")
+
+
+def load_target(target: str):
+    """Import TARGET and return the function it names, or raise CLIError."""
+    where, sep, name = target.rpartition(":")
+    if not sep or not where or not name:
+        raise CLIError(f"{target}: expected FILE.py:FUNC or package.module:FUNC")
+    if where.endswith(".py") or os.sep in where or os.path.isfile(where):
+        module = _import_file(where)
+    else:
+        module = _import_module(where)
+    obj = module
+    for part in name.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CLIError(f"{target}: {where} has no attribute {name!r}") from None
+    if not callable(obj):
+        raise CLIError(f"{target}: {name} is not callable")
+    return obj
+
+
+def _import_file(path: str):
+    if not os.path.exists(path):
+        raise CLIError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CLIError(f"{path}: is a directory, not a Python file")
+    folder = os.path.dirname(os.path.abspath(path))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = stem if stem.isidentifier() and stem not in sys.modules else "__heaptrace_target__"
+    sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise CLIError(f"{path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:
+        raise CLIError(f"importing {path} failed: {one_line(error)}",
+                       EXIT_TARGET_FAILED) from None
+    return module
+
+
+def _import_module(name: str):
+    sys.path.insert(0, os.getcwd())
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise CLIError(f"{name}: no such module")
+    try:
+        return importlib.import_module(name)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:
+        raise CLIError(f"importing {name} failed: {one_line(error)}",
+                       EXIT_TARGET_FAILED) from None
+
+
+def execute(args) -> int:
+    for option in ("iterations", "warmup"):
+        value = getattr(args, option)
+        if value is not None and value < 0:
+            raise CLIError(f"--{option} must be 0 or more")
+    if args.snapshots < 3:
+        raise CLIError("--snapshots must be at least 3")
+    if args.iterations is not None and args.iterations < args.snapshots:
+        raise CLIError(f"--iterations must be at least --snapshots ({args.snapshots})")
+    if args.nframe < 1:
+        raise CLIError("--nframe must be at least 1")
+    func = load_target(args.target)
+    progress = Progress()
+
+    def show(phase, done, total):
+        if phase == "warm-up":
+            progress.update(f"heaptrace: warming up {args.target}"
+                            + (f" ({done}/{total} calls)" if total else ""))
+        else:
+            progress.update(f"heaptrace: measuring {args.target}: snapshot {done}/{total}")
+
+    try:
+        report = find_leaks(func, iterations=args.iterations, warmup=args.warmup,
+                            snapshots=args.snapshots, nframe=args.nframe,
+                            duration=args.duration, progress=show)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:
+        raise CLIError(f"{args.target} raised {one_line(error)}",
+                       EXIT_TARGET_FAILED) from None
+    finally:
+        progress.clear()
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(report.format(limit=args.limit))
+    return 0

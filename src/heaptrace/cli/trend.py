@@ -1,0 +1,198 @@
+"""Classify every allocation site across a series of snapshots: leak, plateau or noise.
+
+Examples:
+  heaptrace trend heaptrace-snapshots/
+  heaptrace trend snaps/heaptrace-4242-*.snap --group-by traceback
+  heaptrace trend heaptrace-snapshots/ --all --json
+
+Give the snapshot files, or the folder that `heaptrace run` wrote them to
+(at least three snapshots).  A folder holding the snapshots of several runs
+is read for the latest run only.  Each snapshot's time is the one `run`
+stored in it, else the file's modification time.
+
+A leak is a site whose retained memory (the least it holds from a moment
+on) kept growing through the series, its second half included; a plateau
+grew and then stopped, or grew once; noise is everything else: flat, or
+memory that comes and goes.  Growth is given per hour.  Filters work as in
+`heaptrace top`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+
+from ..trend import LEAK, NOISE, PLATEAU, classify
+from ._common import (CLIError, Progress, add_filter_arguments, filter_snapshot,
+                      format_size, load_snapshot, plural, print_json, short_path)
+
+#: Names that `heaptrace run` gives its snapshots: pid and sequence number.
+SNAPSHOT_NAME = re.compile(r"^heaptrace-(\d+)-(\d+)\.snap$")
+KIND_ORDER = {LEAK: 0, PLATEAU: 1, NOISE: 2}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="SNAPSHOTS|FOLDER",
+                        help="snapshot files, or one folder of *.snap files")
+    parser.add_argument("-g", "--group-by", default="lineno",
+                        choices=("lineno", "filename", "traceback"),
+                        help="group blocks by line (default), file or whole traceback")
+    parser.add_argument("-l", "--limit", type=int, default=20, metavar="N",
+                        help="show at most N sites (default 20; 0 shows all)")
+    parser.add_argument("--all", action="store_true",
+                        help="list the noise too, not only leaks and plateaus")
+    parser.add_argument("--min-growth", type=int, default=1024, metavar="BYTES",
+                        help="smallest growth over the series that is not noise "
+                             "(default 1024)")
+    parser.add_argument("--full-paths", action="store_true",
+                        help="show whole file names instead of their last two components")
+    parser.add_argument("--json", action="store_true",
+                        help="print machine-readable JSON (see docs/json.md)")
+    add_filter_arguments(parser)
+
+
+def snapshot_files(paths: list) -> tuple:
+    """The files to read, and a note about what was skipped (or None)."""
+    if len(paths) == 1 and os.path.isdir(paths[0]):
+        folder = paths[0]
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".snap"))
+        if not names:
+            raise CLIError(f"{folder}: no snapshots (*.snap) in this folder")
+        runs = {}
+        for name in names:
+            match = SNAPSHOT_NAME.match(name)
+            runs.setdefault(match.group(1) if match else None, []).append(
+                os.path.join(folder, name))
+        if len(runs) == 1:
+            return next(iter(runs.values())), None
+        latest = max(runs, key=lambda pid: max(os.path.getmtime(p) for p in runs[pid]))
+        others = len(runs) - 1
+        return runs[latest], (f"the folder holds {others + 1} runs; reading the latest "
+                              f"(pid {latest}); name files to choose others")
+    for path in paths:
+        if os.path.isdir(path):
+            raise CLIError(f"{path}: is a directory; give one folder, or snapshot files")
+    return list(paths), None
+
+
+def execute(args) -> int:
+    if args.limit < 0:
+        raise CLIError("--limit must be 0 or more")
+    files, note = snapshot_files(args.paths)
+    if len(files) < 3:
+        raise CLIError(f"trend needs at least 3 snapshots, got {len(files)}")
+    series = _read_series(files, args)
+    times = [when for when, _, _ in series]
+    hours = [(when - times[0]) / 3600 for when in times]
+    if hours[-1] <= 0:
+        raise CLIError("the snapshots were all taken at the same time")
+    tables = [table for _, _, table in series]
+    sites = []
+    for key in set().union(*tables):
+        sizes = [table.get(key, 0) for table in tables]
+        trend = classify(hours, sizes, min_growth=args.min_growth)
+        sites.append((key, trend))
+    sites.sort(key=lambda item: (KIND_ORDER[item[1].kind], -item[1].slope,
+                                 -item[1].growth, -item[1].last))
+    counts = {kind: sum(1 for _, t in sites if t.kind == kind) for kind in KIND_ORDER}
+    if args.json:
+        print_json({
+            "snapshots": [{"path": path, "timestamp": when} for when, path, _ in series],
+            "hours": hours[-1],
+            "group_by": args.group_by,
+            "note": note,
+            "summary": counts,
+            "sites": [_site_json(key, trend) for key, trend in sites],
+        })
+        return 0
+    _print_text(args, series, hours, sites, counts, note)
+    return 0
+
+
+def _read_series(files: list, args) -> list:
+    """[(time, path, {site key: bytes})] in time order; a key is a tuple of
+    (filename, lineno) pairs, most recent frame first."""
+    progress = Progress()
+    series = []
+    try:
+        for index, path in enumerate(files, 1):
+            progress.update(f"heaptrace: reading snapshot {index}/{len(files)}: {path}")
+            snapshot = load_snapshot(path)
+            when = getattr(snapshot, "timestamp", None) or os.path.getmtime(path)
+            table = {}
+            for stat in filter_snapshot(snapshot, args).statistics(args.group_by):
+                key = tuple((f.filename, f.lineno) for f in reversed(list(stat.traceback)))
+                table[key] = table.get(key, 0) + stat.size
+            series.append((when, path, table))
+            del snapshot
+    finally:
+        progress.clear()
+    series.sort(key=lambda item: item[0])
+    return series
+
+
+def _site_json(key, trend) -> dict:
+    filename, lineno = key[0]
+    return {
+        "filename": filename,
+        "lineno": lineno,
+        "traceback": [{"filename": f, "lineno": n} for f, n in key],
+        "kind": trend.kind,
+        "shape": trend.shape,
+        "growth_per_hour": trend.slope,
+        "growth": trend.growth,
+        "size": trend.last,
+        "first_size": trend.first,
+        "peak_size": trend.peak,
+        "confidence": trend.confidence,
+        "reason": trend.reason,
+    }
+
+
+def _site_text(key, group_by: str, full: bool) -> str:
+    filename, lineno = key[0]
+    if group_by == "filename":
+        return short_path(filename, full)
+    text = f"{short_path(filename, full)}:{lineno}"
+    if group_by == "traceback" and len(key) > 1:
+        text += " <- " + " <- ".join(f"{short_path(f, full)}:{n}" for f, n in key[1:4])
+        if len(key) > 4:
+            text += " <- ..."
+    return text
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def _print_text(args, series, hours, sites, counts, note) -> None:
+    start = datetime.datetime.fromtimestamp(series[0][0]).strftime("%Y-%m-%d %H:%M:%S")
+    print(f"{plural(len(series), 'snapshot')} over {_duration(hours[-1] * 3600)} "
+          f"from {start}, grouped by {args.group_by}")
+    if note:
+        print(f"Note: {note}")
+    listed = [(k, t) for k, t in sites if args.all or t.kind != NOISE]
+    shown = listed[: args.limit] if args.limit else listed
+    if shown:
+        print(f"{'kind':<8} {'growth/hour':>12} {'size now':>10}  site")
+    for key, trend in shown:
+        rate = format_size(trend.slope, sign=True) if trend.kind == LEAK else "-"
+        detail = (f"confidence {trend.confidence:.2f}, {trend.reason}"
+                  if trend.kind == LEAK else trend.reason)
+        print(f"{trend.kind:<8} {rate:>12} {format_size(trend.last):>10}  "
+              f"{_site_text(key, args.group_by, args.full_paths)}  ({detail})")
+    if len(listed) > len(shown):
+        print(f"... {len(listed) - len(shown):,} more (--limit 0 shows all)")
+    summary = (f"{plural(counts[LEAK], 'leak')}, {plural(counts[PLATEAU], 'plateau')}, "
+               f"{counts[NOISE]:,} noise")
+    if not args.all and counts[NOISE]:
+        summary += " (--all lists the noise)"
+    print(summary)
