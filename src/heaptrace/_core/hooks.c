@@ -18,7 +18,10 @@
 #include "hooks.h"
 #include "tracer.h"
 
-/* Per thread: set while a hook is running on this thread. */
+/* Per thread: set while a hook is running on this thread, including while it
+ * calls the allocator it wraps: pymalloc passes large requests on to the
+ * (hooked) RAW allocator, and that nested call must not record the block a
+ * second time. */
 static _Thread_local int reentrant __attribute__((tls_model("initial-exec")));
 
 /* The allocators in place at install time.  Written with the GIL held while
@@ -41,17 +44,16 @@ static void *
 gil_malloc(void *ctx, size_t size)
 {
     PyMemAllocatorEx *a = ctx;
-    void *ptr = a->malloc(a->ctx, size);
-    if (ptr == NULL || reentrant) {
-        return ptr;
+    if (reentrant) {
+        return a->malloc(a->ctx, size);
     }
     reentrant = 1;
-    int rc = record_gil_side(ptr, size);
-    reentrant = 0;
-    if (rc < 0) {
+    void *ptr = a->malloc(a->ctx, size);
+    if (ptr != NULL && record_gil_side(ptr, size) < 0) {
         a->free(a->ctx, ptr);
-        return NULL;
+        ptr = NULL;
     }
+    reentrant = 0;
     return ptr;
 }
 
@@ -59,17 +61,16 @@ static void *
 gil_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     PyMemAllocatorEx *a = ctx;
-    void *ptr = a->calloc(a->ctx, nelem, elsize);
-    if (ptr == NULL || reentrant) {
-        return ptr;
+    if (reentrant) {
+        return a->calloc(a->ctx, nelem, elsize);
     }
     reentrant = 1;
-    int rc = record_gil_side(ptr, nelem * elsize);
-    reentrant = 0;
-    if (rc < 0) {
+    void *ptr = a->calloc(a->ctx, nelem, elsize);
+    if (ptr != NULL && record_gil_side(ptr, nelem * elsize) < 0) {
         a->free(a->ctx, ptr);
-        return NULL;
+        ptr = NULL;
     }
+    reentrant = 0;
     return ptr;
 }
 
@@ -77,18 +78,19 @@ static void *
 gil_realloc(void *ctx, void *ptr, size_t size)
 {
     PyMemAllocatorEx *a = ctx;
-    void *ptr2 = a->realloc(a->ctx, ptr, size);
-    if (ptr2 == NULL) {
-        return NULL;   /* the old block and its trace are untouched */
-    }
     if (reentrant) {
-        if (ptr != NULL && ptr2 != ptr) {
+        void *moved = a->realloc(a->ctx, ptr, size);
+        if (moved != NULL && ptr != NULL && moved != ptr) {
             ht_tracer_remove_gil(ptr);
         }
-        return ptr2;
+        return moved;
     }
     reentrant = 1;
-    if (ptr == NULL) {
+    void *ptr2 = a->realloc(a->ctx, ptr, size);
+    if (ptr2 == NULL) {
+        /* the old block and its trace are untouched */
+    }
+    else if (ptr == NULL) {
         if (record_gil_side(ptr2, size) < 0) {
             a->free(a->ctx, ptr2);
             ptr2 = NULL;
@@ -112,17 +114,19 @@ static void
 gil_free(void *ctx, void *ptr)
 {
     PyMemAllocatorEx *a = ctx;
+    if (reentrant) {
+        if (ptr != NULL) {
+            ht_tracer_remove_gil(ptr);
+        }
+        a->free(a->ctx, ptr);
+        return;
+    }
+    reentrant = 1;
     if (ptr != NULL) {
-        if (reentrant) {
-            ht_tracer_remove_gil(ptr);
-        }
-        else {
-            reentrant = 1;
-            ht_tracer_remove_gil(ptr);
-            reentrant = 0;
-        }
+        ht_tracer_remove_gil(ptr);
     }
     a->free(a->ctx, ptr);
+    reentrant = 0;
 }
 
 /* ---- RAW: any thread, GIL or not ------------------------------------------- */
@@ -131,17 +135,16 @@ static void *
 raw_malloc(void *ctx, size_t size)
 {
     PyMemAllocatorEx *a = ctx;
-    void *ptr = a->malloc(a->ctx, size);
-    if (ptr == NULL || reentrant) {
-        return ptr;
+    if (reentrant) {
+        return a->malloc(a->ctx, size);
     }
     reentrant = 1;
-    int rc = ht_tracer_add_raw(ptr, size, 0);
-    reentrant = 0;
-    if (rc < 0) {
+    void *ptr = a->malloc(a->ctx, size);
+    if (ptr != NULL && ht_tracer_add_raw(ptr, size, 0) < 0) {
         a->free(a->ctx, ptr);
-        return NULL;
+        ptr = NULL;
     }
+    reentrant = 0;
     return ptr;
 }
 
@@ -149,17 +152,16 @@ static void *
 raw_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     PyMemAllocatorEx *a = ctx;
-    void *ptr = a->calloc(a->ctx, nelem, elsize);
-    if (ptr == NULL || reentrant) {
-        return ptr;
+    if (reentrant) {
+        return a->calloc(a->ctx, nelem, elsize);
     }
     reentrant = 1;
-    int rc = ht_tracer_add_raw(ptr, nelem * elsize, 0);
-    reentrant = 0;
-    if (rc < 0) {
+    void *ptr = a->calloc(a->ctx, nelem, elsize);
+    if (ptr != NULL && ht_tracer_add_raw(ptr, nelem * elsize, 0) < 0) {
         a->free(a->ctx, ptr);
-        return NULL;
+        ptr = NULL;
     }
+    reentrant = 0;
     return ptr;
 }
 
@@ -192,12 +194,16 @@ static void
 raw_free(void *ctx, void *ptr)
 {
     PyMemAllocatorEx *a = ctx;
-    if (ptr != NULL && !reentrant) {
-        reentrant = 1;
+    if (reentrant) {
+        a->free(a->ctx, ptr);
+        return;
+    }
+    reentrant = 1;
+    if (ptr != NULL) {
         ht_tracer_remove_raw(ptr);
-        reentrant = 0;
     }
     a->free(a->ctx, ptr);
+    reentrant = 0;
 }
 
 /* ---- install ---------------------------------------------------------------- */

@@ -105,15 +105,44 @@ mix(uint64_t h, uint64_t v)
     return h;
 }
 
+/* Fold one frame into a traceback hash.  The per-frame product does not
+ * depend on h, so for deep tracebacks the multiplies overlap and the serial
+ * chain is only a rotate and a xor per frame; finish() mixes thoroughly once
+ * at the end.  Equality is always checked in full, so this only has to
+ * spread keys over the index. */
+static inline uint64_t
+combine(uint64_t h, uint64_t a, uint64_t b)
+{
+    uint64_t v = a + b * 0x9E3779B97F4A7C15ULL;
+    return ((h << 7) | (h >> 57)) ^ v;
+}
+
 static inline uint64_t
 finish(uint64_t h, unsigned total)
 {
     h = mix(h, total);
-    h ^= h >> 29;
+    h = mix(h, h >> 29);
     return h;
 }
 
 /* ---- generic traceback table --------------------------------------------- */
+
+/* Keys are whole 8-byte words; most are one or two frames long, where a
+ * call to memcmp costs more than the comparison. */
+static inline int
+same_key(const void *a, const void *b, size_t nbytes)
+{
+    if (nbytes <= 32) {
+        const uint64_t *x = a, *y = b;
+        for (size_t i = 0; i < nbytes / 8; i++) {
+            if (x[i] != y[i]) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    return memcmp(a, b, nbytes) == 0;
+}
 
 static int
 tab_grow_index(ht_tbtab *t)
@@ -151,7 +180,7 @@ tab_intern(ht_tbtab *t, const void *key, uint16_t n, uint16_t total,
         while ((slot = t->index[i]) != 0) {
             const ht_tbrec *r = &t->recs[slot - 1];
             if (r->hash == hash && r->nframe == n && r->total == total
-                && memcmp(t->arena + (size_t)r->off * t->esize, key, kbytes) == 0) {
+                && same_key(t->arena + (size_t)r->off * t->esize, key, kbytes)) {
                 return slot - 1;
             }
             i = (i + 1) & t->imask;
@@ -286,8 +315,7 @@ ht_intern_capture_gil(PyThreadState *ts)
             int64_t lasti = ht_frame_lasti(f);
             buf[n].code = code;
             buf[n].lasti = lasti;
-            h = mix(h, (uint64_t)(uintptr_t)code);
-            h = mix(h, (uint64_t)lasti);
+            h = combine(h, (uint64_t)(uintptr_t)code, (uint64_t)lasti);
             n++;
         }
         /* The count stops where the standard module's does; by then every
@@ -420,8 +448,7 @@ ht_intern_capture_detached(PyThreadState *ts)
             }
             det_buf[n].file = file;
             det_buf[n].lineno = line < 0 ? 0 : (uint32_t)line;
-            h = mix(h, file);
-            h = mix(h, det_buf[n].lineno);
+            h = combine(h, file, det_buf[n].lineno);
             n++;
         }
         /* The count stops where the standard module's does; by then every

@@ -1,215 +1,315 @@
 /* traces.c: the live trace table.
  *
- * An open-addressing table with linear probing, keyed by block address.
+ * What makes a trace table fast is where its entries land.  A hash table
+ * keyed by a well-mixed hash of the block address scatters neighbouring
+ * blocks over the whole table, so once the table outgrows the caches every
+ * allocation and every free pays a cache miss on it, even though the
+ * allocator itself stays in cache (pymalloc hands out neighbouring addresses
+ * one after the other, from 16 KiB pools).  Laying the table out by address
+ * region instead keeps that locality:
  *
- * Where a key lands is the idea that makes it fast.  A well-mixed hash of the
- * address scatters neighbouring blocks over the whole table, so every
- * allocation and every free pays a cache miss on the table even though the
- * allocator itself (pymalloc hands out neighbouring addresses one after the
- * other) stays in cache.  Here the address is split: the 16 KiB region it
- * lies in is hashed to pick a starting slot, and the offset inside the region
- * (in 16-byte units) is added to it.  Blocks of one pymalloc pool therefore
- * occupy one contiguous run of slots, and consecutive allocations touch
- * consecutive slots.  Different regions start at random places, so runs
- * interleave and linear probing absorbs the overlaps.
+ *   region map:  (address >> 14)  ->  page          (open addressing)
+ *   page:        offset in region ->  (size, tb)    (open addressing, 8 B/slot)
  *
- * Growing never stops the program for a full rehash: a resize allocates the
- * doubled array and then moves a few old slots on every later operation
- * (HT_MIGRATE_STEP), searching both arrays until the old one is drained.
- * Entries leave the old array as tombstones, because backward-shift deletion
- * would move entries behind the migration cursor; the new array uses
- * backward-shift deletion and never holds tombstones.  The arithmetic in
- * ht_table_put guarantees a migration ends long before the new array needs
- * to grow again.
+ * A page holds the live blocks of one 16 KiB region (one pymalloc pool),
+ * sized to how many there are: 8 to 2048 slots, grown by doubling, so
+ * growing is bounded work inside a hook.  A block's home slot is its offset
+ * scaled linearly onto the page, so blocks keep their address order and a
+ * pool's consecutive blocks use consecutive slots: allocations and frees in
+ * one pool touch the same few cache lines, in an order the hardware
+ * prefetcher follows.  The page used last is remembered, so most operations
+ * skip the region map entirely; the region map has one entry per live
+ * region, about a hundred times fewer than blocks, so it stays cached.
  *
- * Invariants: an address is in at most one of the two arrays; used and
- * old_used count live entries; bytes is the sum of the live sizes; an entry
- * whose size field is HT_SIZE_BIG has its real size in big[].
+ * Linear scaling piles blocks onto few home slots when they crowd into part
+ * of a region (a pool still being filled from its start).  A page therefore
+ * grows not only at 3/4 load but also when an insertion lands more than
+ * HT_PAGE_PROBE slots from home.  At 2048 slots every 8-byte offset has a
+ * home of its own, so probe sequences are bounded in every case.
+ *
+ * A slot packs the offset key (15 bits) and the size (17 bits) into one word
+ * and the traceback id into another.  Blocks of 128 KiB and more are rare;
+ * their size lives in a side map of big blocks.
+ *
+ * Invariants: a region has a page iff it has at least one live block; a
+ * page's used counts its non-empty slots and stays at or below 3/4 of its
+ * capacity; count and bytes are the number and total size of live blocks;
+ * last is NULL or a live page; a slot whose size is HT_SIZE_BIG has an entry
+ * in the big map and every big-map entry belongs to such a slot.
  */
 #include "traces.h"
-
-#include <stdlib.h>
-#include <string.h>
-
 #include "alloc.h"
 
-#define HT_TOMBSTONE ((uintptr_t)1)
-#define HT_MIN_SLOTS 1024            /* 16 KiB: one page-ish of slots */
-#define HT_MIGRATE_STEP 16           /* old slots moved per operation */
-#define HT_REGION_SHIFT 14           /* 16 KiB regions */
-#define HT_UNIT_SHIFT 4              /* 16-byte allocation granule */
+#include <string.h>
+
+#define HT_REGION_MASK ((uintptr_t)(1u << HT_REGION_SHIFT) - 1)
+#define HT_PAGE_MIN 8
+#define HT_PAGE_MAX 2048     /* one slot per 8 bytes of region: no collisions */
+#define HT_PAGE_PROBE 4      /* longer probes than this make a page grow */
+
+/* ---- address maps (region map and big map) ---------------------------------- */
+
+/* Both maps are open-addressing tables of (key + 1, value) pairs with
+ * linear probing and backward-shift deletion.  ht_region serves both: for
+ * the big map, page holds the size cast to a pointer-sized integer. */
 
 static inline size_t
-ht_home(uintptr_t ptr, size_t mask)
+map_home(uintptr_t key, size_t mask)
 {
-    uint64_t region = (uint64_t)(ptr >> HT_REGION_SHIFT);
-    region *= 0x9E3779B97F4A7C15ULL;
-    region ^= region >> 29;
-    return (size_t)((region + (ptr >> HT_UNIT_SHIFT)) & mask);
-}
-
-/* ---- big sizes ---------------------------------------------------------- */
-
-static size_t
-big_find(const ht_table *t, uintptr_t ptr)
-{
-    for (size_t i = 0; i < t->nbig; i++) {
-        if (t->big[i].ptr == ptr) {
-            return i;
-        }
-    }
-    return (size_t)-1;
+    uint64_t x = (uint64_t)key * 0x9E3779B97F4A7C15ULL;
+    return (size_t)((x ^ (x >> 29)) & mask);
 }
 
 static size_t
-big_take(ht_table *t, uintptr_t ptr)
+map_find(const ht_region *m, size_t mask, uintptr_t key1)
 {
-    size_t i = big_find(t, ptr);
-    if (i == (size_t)-1) {
-        return 0;   /* cannot happen while the invariants hold */
-    }
-    size_t size = t->big[i].size;
-    t->big[i] = t->big[--t->nbig];
-    return size;
-}
-
-static inline size_t
-slot_size(const ht_table *t, const ht_trace *s)
-{
-    if (s->size != HT_SIZE_BIG) {
-        return s->size;
-    }
-    size_t i = big_find(t, s->ptr);
-    return i == (size_t)-1 ? 0 : t->big[i].size;
-}
-
-/* ---- probing ------------------------------------------------------------ */
-
-/* Index of ptr in the array, or (size_t)-1.  Skips tombstones. */
-static size_t
-probe_find(const ht_trace *slots, size_t mask, uintptr_t ptr)
-{
-    size_t i = ht_home(ptr, mask);
+    size_t i = map_home(key1, mask);
     for (;;) {
-        uintptr_t k = slots[i].ptr;
-        if (k == ptr) {
+        if (m[i].region1 == key1) {
             return i;
         }
-        if (k == 0) {
+        if (m[i].region1 == 0) {
             return (size_t)-1;
         }
         i = (i + 1) & mask;
     }
 }
 
-/* Insert an entry known to be absent into an array with room. */
 static void
-probe_insert_new(ht_trace *slots, size_t mask, ht_trace e)
+map_place(ht_region *m, size_t mask, ht_region e)
 {
-    size_t i = ht_home(e.ptr, mask);
-    while (slots[i].ptr != 0) {
+    size_t i = map_home(e.region1, mask);
+    while (m[i].region1 != 0) {
         i = (i + 1) & mask;
     }
-    slots[i] = e;
+    m[i] = e;
 }
 
-/* Backward-shift deletion of slot i in an array without tombstones. */
+/* Make room for one more entry: 0, or -1 with nothing changed. */
+static int
+map_reserve(ht_region **m, size_t *mask, size_t n)
+{
+    size_t cap = *m ? *mask + 1 : 0;
+    if (*m != NULL && (n + 1) * 2 <= cap) {
+        return 0;
+    }
+    size_t ncap = cap ? cap * 2 : 64;
+    ht_region *fresh = ht_calloc(ncap, sizeof(ht_region));
+    if (fresh == NULL) {
+        return -1;
+    }
+    for (size_t i = 0; i < cap; i++) {
+        if ((*m)[i].region1 != 0) {
+            map_place(fresh, ncap - 1, (*m)[i]);
+        }
+    }
+    free(*m);
+    *m = fresh;
+    *mask = ncap - 1;
+    return 0;
+}
+
 static void
-shift_delete(ht_trace *slots, size_t mask, size_t i)
+map_delete(ht_region *m, size_t mask, size_t i)
 {
     size_t j = i;
     for (;;) {
         j = (j + 1) & mask;
-        if (slots[j].ptr == 0) {
+        if (m[j].region1 == 0) {
             break;
         }
-        size_t home = ht_home(slots[j].ptr, mask);
-        /* Move slots[j] into the hole at i unless its home lies cyclically
-         * in (i, j], in which case it must stay where its probe finds it. */
-        int stays = (i <= j) ? (i < home && home <= j)
-                             : (i < home || home <= j);
+        size_t home = map_home(m[j].region1, mask);
+        int stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
         if (!stays) {
-            slots[i] = slots[j];
+            m[i] = m[j];
             i = j;
         }
     }
-    slots[i].ptr = 0;
+    m[i].region1 = 0;
+    m[i].page = NULL;
 }
 
-/* ---- incremental resize ------------------------------------------------- */
+/* ---- big blocks --------------------------------------------------------------- */
+
+static size_t
+big_size(const ht_table *t, uintptr_t ptr)
+{
+    size_t i = t->big ? map_find((const ht_region *)t->big, t->bmask, ptr + 1) : (size_t)-1;
+    return i == (size_t)-1 ? 0 : t->big[i].size;
+}
 
 static void
-migrate_step(ht_table *t, size_t nslots)
+big_drop(ht_table *t, uintptr_t ptr)
 {
-    if (t->old == NULL) {
-        return;
-    }
-    size_t end = t->migrate_pos + nslots;
-    if (end > t->old_mask + 1) {
-        end = t->old_mask + 1;
-    }
-    for (size_t i = t->migrate_pos; i < end; i++) {
-        ht_trace e = t->old[i];
-        if (e.ptr != 0 && e.ptr != HT_TOMBSTONE) {
-            probe_insert_new(t->slots, t->mask, e);
-            t->used++;
-            t->old_used--;
-            t->old[i].ptr = HT_TOMBSTONE;
-        }
-    }
-    t->migrate_pos = end;
-    if (end == t->old_mask + 1) {
-        free(t->old);
-        t->old = NULL;
-        t->old_mask = 0;
-        t->old_used = 0;
-        t->migrate_pos = 0;
+    size_t i = t->big ? map_find((const ht_region *)t->big, t->bmask, ptr + 1) : (size_t)-1;
+    if (i != (size_t)-1) {
+        map_delete((ht_region *)t->big, t->bmask, i);
+        t->nbig--;
     }
 }
 
-/* Make room for one more entry.  Returns 0, or -1 with nothing changed. */
+/* Store (or overwrite) the size of a big block.  0, or -1 with nothing
+ * changed. */
 static int
-reserve_one(ht_table *t)
+big_set(ht_table *t, uintptr_t ptr, size_t size)
 {
-    if (t->slots == NULL) {
-        t->slots = ht_calloc(HT_MIN_SLOTS, sizeof(ht_trace));
-        if (t->slots == NULL) {
-            return -1;
-        }
-        t->mask = HT_MIN_SLOTS - 1;
+    size_t i = t->big ? map_find((const ht_region *)t->big, t->bmask, ptr + 1) : (size_t)-1;
+    if (i != (size_t)-1) {
+        t->big[i].size = size;
         return 0;
     }
-    size_t cap = t->mask + 1;
-    size_t live = t->used + t->old_used;
-    /* Keep the load under 70%: long runs are what slow linear probing. */
-    if ((live + 1) * 10 <= cap * 7) {
-        return 0;
-    }
-    if (t->old != NULL) {
-        /* Cannot happen by the arithmetic above (a migration of C slots
-         * ends after C / HT_MIGRATE_STEP operations, while the new array
-         * of 2C slots only fills after 0.7C more), but be safe. */
-        migrate_step(t, t->old_mask + 1);
-    }
-    size_t ncap = cap * 2;
-    if (ncap < cap || ncap > SIZE_MAX / sizeof(ht_trace)) {
+    if (map_reserve((ht_region **)&t->big, &t->bmask, t->nbig) < 0) {
         return -1;
     }
-    ht_trace *fresh = ht_calloc(ncap, sizeof(ht_trace));
-    if (fresh == NULL) {
-        return -1;
-    }
-    t->old = t->slots;
-    t->old_mask = t->mask;
-    t->old_used = t->used;
-    t->migrate_pos = 0;
-    t->slots = fresh;
-    t->mask = ncap - 1;
-    t->used = 0;
+    ht_region e = { ptr + 1, (ht_page *)(uintptr_t)size };
+    map_place((ht_region *)t->big, t->bmask, e);
+    t->nbig++;
     return 0;
 }
 
-/* ---- public API ----------------------------------------------------------- */
+/* ---- pages ------------------------------------------------------------------- */
+
+static inline uint32_t
+slot_key(const ht_slot *s)
+{
+    return s->key_size & ((1u << HT_KEY_BITS) - 1);
+}
+
+static inline uint32_t
+slot_small_size(const ht_slot *s)
+{
+    return s->key_size >> HT_KEY_BITS;
+}
+
+static inline size_t
+page_home(uint32_t key, uint32_t mask)
+{
+    /* Scale the offset linearly onto the page: blocks keep their address
+     * order, so a pool's consecutive blocks use consecutive slots. */
+    return (size_t)(((uint64_t)(key - 1) * (mask + 1)) >> HT_REGION_SHIFT);
+}
+
+static size_t
+page_find(const ht_page *p, uint32_t key)
+{
+    size_t i = page_home(key, p->mask);
+    for (;;) {
+        uint32_t k = slot_key(&p->slots[i]);
+        if (k == key) {
+            return i;
+        }
+        if (k == 0) {
+            return (size_t)-1;
+        }
+        i = (i + 1) & p->mask;
+    }
+}
+
+/* Place a slot known to be absent; returns how far it landed from home. */
+static size_t
+page_place(ht_page *p, ht_slot s)
+{
+    size_t home = page_home(slot_key(&s), p->mask);
+    size_t i = home;
+    while (slot_key(&p->slots[i]) != 0) {
+        i = (i + 1) & p->mask;
+    }
+    p->slots[i] = s;
+    return (i - home) & p->mask;
+}
+
+static void
+page_delete(ht_page *p, size_t i)
+{
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & p->mask;
+        uint32_t k = slot_key(&p->slots[j]);
+        if (k == 0) {
+            break;
+        }
+        size_t home = page_home(k, p->mask);
+        int stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            p->slots[i] = p->slots[j];
+            i = j;
+        }
+    }
+    p->slots[i].key_size = 0;
+    p->slots[i].tb = 0;
+}
+
+static inline size_t
+page_bytes(uint32_t cap)
+{
+    return sizeof(ht_page) + (size_t)cap * sizeof(ht_slot);
+}
+
+static ht_page *
+page_new(ht_table *t, uintptr_t region, uint32_t cap)
+{
+    ht_page *p = ht_calloc(1, page_bytes(cap));
+    if (p == NULL) {
+        return NULL;
+    }
+    p->region = region;
+    p->mask = cap - 1;
+    p->used = 0;
+    t->page_bytes += page_bytes(cap);
+    return p;
+}
+
+static void
+page_free(ht_table *t, ht_page *p)
+{
+    t->page_bytes -= page_bytes(p->mask + 1);
+    free(p);
+}
+
+/* The page of a region, or NULL. */
+static inline ht_page *
+find_page(ht_table *t, uintptr_t region, size_t *index)
+{
+    ht_page *last = t->last;
+    if (last != NULL && last->region == region) {
+        *index = (size_t)-1;
+        return last;
+    }
+    if (t->regions == NULL) {
+        return NULL;
+    }
+    size_t i = map_find(t->regions, t->rmask, region + 1);
+    if (i == (size_t)-1) {
+        return NULL;
+    }
+    *index = i;
+    t->last = t->regions[i].page;
+    return t->regions[i].page;
+}
+
+/* Double a page's capacity.  Returns the new page (the old one is freed and
+ * the region map updated), or NULL with nothing changed. */
+static ht_page *
+page_grow(ht_table *t, ht_page *p)
+{
+    ht_page *q = page_new(t, p->region, (p->mask + 1) * 2);
+    if (q == NULL) {
+        return NULL;
+    }
+    for (uint32_t i = 0; i <= p->mask; i++) {
+        if (slot_key(&p->slots[i]) != 0) {
+            page_place(q, p->slots[i]);
+        }
+    }
+    q->used = p->used;
+    size_t i = map_find(t->regions, t->rmask, p->region + 1);
+    t->regions[i].page = q;
+    page_free(t, p);
+    t->last = q;
+    return q;
+}
+
+/* ---- public API ---------------------------------------------------------------- */
 
 void
 ht_table_init(ht_table *t)
@@ -220,8 +320,15 @@ ht_table_init(ht_table *t)
 void
 ht_table_clear(ht_table *t)
 {
-    free(t->slots);
-    free(t->old);
+    if (t->regions != NULL) {
+        for (size_t i = 0; i <= t->rmask; i++) {
+            if (t->regions[i].region1 != 0) {
+                free(t->regions[i].page);
+            }
+        }
+    }
+    free(t->regions);
+    free(t->big);
     ht_table_init(t);
 }
 
@@ -229,149 +336,162 @@ int
 ht_table_put(ht_table *t, uintptr_t ptr, size_t size, uint32_t tb,
              size_t *old_size)
 {
-    *old_size = (size_t)-1;
-    migrate_step(t, HT_MIGRATE_STEP);
-
+    uintptr_t region = ptr >> HT_REGION_SHIFT;
+    uint32_t key = (uint32_t)(ptr & HT_REGION_MASK) + 1;
     int big = size >= HT_SIZE_BIG;
-    /* An entry for ptr may already exist (a free the tracer never saw):
-     * replace it in place. */
-    if (t->slots != NULL) {
-        size_t i = probe_find(t->slots, t->mask, ptr);
+    ht_slot s = { key | ((big ? HT_SIZE_BIG : (uint32_t)size) << HT_KEY_BITS), tb };
+    size_t index;
+    *old_size = (size_t)-1;
+
+    ht_page *p = find_page(t, region, &index);
+    if (p != NULL) {
+        size_t i = page_find(p, key);
         if (i != (size_t)-1) {
-            ht_trace *s = &t->slots[i];
-            if (big && s->size != HT_SIZE_BIG && t->nbig == HT_BIG_MAX) {
+            /* Replace: a free the tracer never saw, or a resize in place. */
+            ht_slot *cur = &p->slots[i];
+            if (big && big_set(t, ptr, size) < 0) {
                 return -1;
             }
-            size_t prev = s->size == HT_SIZE_BIG ? big_take(t, ptr) : s->size;
-            *old_size = prev;
-            t->bytes -= prev;
-            if (big) {
-                t->big[t->nbig].ptr = ptr;
-                t->big[t->nbig].size = size;
-                t->nbig++;
+            size_t prev = slot_small_size(cur);
+            if (prev == HT_SIZE_BIG) {
+                prev = big_size(t, ptr);
+                if (!big) {
+                    big_drop(t, ptr);
+                }
             }
-            s->size = big ? HT_SIZE_BIG : (uint32_t)size;
-            s->tb = tb;
-            t->bytes += size;
+            *old_size = prev;
+            *cur = s;
+            t->bytes += size - prev;
             return 0;
         }
-    }
-    if (big && t->nbig == HT_BIG_MAX) {
-        return -1;
-    }
-    if (reserve_one(t) < 0) {
-        return -1;
-    }
-    if (t->old != NULL) {
-        size_t i = probe_find(t->old, t->old_mask, ptr);
-        if (i != (size_t)-1) {
-            size_t prev = slot_size(t, &t->old[i]);
-            if (t->old[i].size == HT_SIZE_BIG) {
-                big_take(t, ptr);
+        if ((p->used + 1) * 4 > (p->mask + 1) * 3) {
+            p = page_grow(t, p);
+            if (p == NULL) {
+                return -1;
             }
-            *old_size = prev;
-            t->bytes -= prev;
-            t->old[i].ptr = HT_TOMBSTONE;
-            t->old_used--;
+        }
+        if (big && big_set(t, ptr, size) < 0) {
+            return -1;
         }
     }
-    if (big) {
-        t->big[t->nbig].ptr = ptr;
-        t->big[t->nbig].size = size;
-        t->nbig++;
+    else {
+        if (map_reserve(&t->regions, &t->rmask, t->nregions) < 0) {
+            return -1;
+        }
+        p = page_new(t, region, HT_PAGE_MIN);
+        if (p == NULL) {
+            return -1;
+        }
+        if (big && big_set(t, ptr, size) < 0) {
+            page_free(t, p);
+            return -1;
+        }
+        ht_region e = { region + 1, p };
+        map_place(t->regions, t->rmask, e);
+        t->nregions++;
+        t->last = p;
     }
-    ht_trace e = { ptr, big ? HT_SIZE_BIG : (uint32_t)size, tb };
-    probe_insert_new(t->slots, t->mask, e);
-    t->used++;
+    size_t distance = page_place(p, s);
+    p->used++;
+    t->count++;
     t->bytes += size;
+    /* Blocks crowded into part of a region (a pool still being filled) pile
+     * up on few home slots: give the page more resolution.  Failing to grow
+     * only costs speed. */
+    if (distance > HT_PAGE_PROBE && p->mask + 1 < HT_PAGE_MAX) {
+        (void)page_grow(t, p);
+    }
     return 0;
 }
 
 int
 ht_table_remove(ht_table *t, uintptr_t ptr, size_t *size)
 {
-    if (t->slots == NULL) {
+    uintptr_t region = ptr >> HT_REGION_SHIFT;
+    uint32_t key = (uint32_t)(ptr & HT_REGION_MASK) + 1;
+    size_t index;
+    ht_page *p = find_page(t, region, &index);
+    if (p == NULL) {
         return 0;
     }
-    migrate_step(t, HT_MIGRATE_STEP);
-    size_t i = probe_find(t->slots, t->mask, ptr);
-    if (i != (size_t)-1) {
-        size_t s = t->slots[i].size == HT_SIZE_BIG ? big_take(t, ptr)
-                                                   : t->slots[i].size;
-        shift_delete(t->slots, t->mask, i);
-        t->used--;
-        t->bytes -= s;
-        *size = s;
-        return 1;
+    size_t i = page_find(p, key);
+    if (i == (size_t)-1) {
+        return 0;
     }
-    if (t->old != NULL) {
-        i = probe_find(t->old, t->old_mask, ptr);
-        if (i != (size_t)-1) {
-            size_t s = t->old[i].size == HT_SIZE_BIG ? big_take(t, ptr)
-                                                     : t->old[i].size;
-            t->old[i].ptr = HT_TOMBSTONE;
-            t->old_used--;
-            t->bytes -= s;
-            *size = s;
-            return 1;
+    size_t s = slot_small_size(&p->slots[i]);
+    if (s == HT_SIZE_BIG) {
+        s = big_size(t, ptr);
+        big_drop(t, ptr);
+    }
+    page_delete(p, i);
+    p->used--;
+    t->count--;
+    t->bytes -= s;
+    *size = s;
+    if (p->used == 0) {
+        if (index == (size_t)-1) {
+            index = map_find(t->regions, t->rmask, region + 1);
         }
+        map_delete(t->regions, t->rmask, index);
+        t->nregions--;
+        if (t->last == p) {
+            t->last = NULL;
+        }
+        page_free(t, p);
     }
-    return 0;
+    return 1;
 }
 
 int
 ht_table_get(const ht_table *t, uintptr_t ptr, ht_trace_out *out)
 {
-    if (t->slots == NULL) {
+    uintptr_t region = ptr >> HT_REGION_SHIFT;
+    uint32_t key = (uint32_t)(ptr & HT_REGION_MASK) + 1;
+    if (t->regions == NULL) {
         return 0;
     }
-    const ht_trace *s = NULL;
-    size_t i = probe_find(t->slots, t->mask, ptr);
-    if (i != (size_t)-1) {
-        s = &t->slots[i];
-    }
-    else if (t->old != NULL) {
-        i = probe_find(t->old, t->old_mask, ptr);
-        if (i != (size_t)-1) {
-            s = &t->old[i];
-        }
-    }
-    if (s == NULL) {
+    size_t r = map_find(t->regions, t->rmask, region + 1);
+    if (r == (size_t)-1) {
         return 0;
     }
+    const ht_page *p = t->regions[r].page;
+    size_t i = page_find(p, key);
+    if (i == (size_t)-1) {
+        return 0;
+    }
+    size_t s = slot_small_size(&p->slots[i]);
     out->ptr = ptr;
-    out->size = slot_size(t, s);
-    out->tb = s->tb;
+    out->size = s == HT_SIZE_BIG ? big_size(t, ptr) : s;
+    out->tb = p->slots[i].tb;
     return 1;
-}
-
-static size_t
-export_array(const ht_table *t, const ht_trace *slots, size_t mask,
-             ht_trace_out *out)
-{
-    size_t n = 0;
-    for (size_t i = 0; i <= mask; i++) {
-        const ht_trace *s = &slots[i];
-        if (s->ptr == 0 || s->ptr == HT_TOMBSTONE) {
-            continue;
-        }
-        out[n].ptr = s->ptr;
-        out[n].size = slot_size(t, s);
-        out[n].tb = s->tb;
-        n++;
-    }
-    return n;
 }
 
 size_t
 ht_table_export(const ht_table *t, ht_trace_out *out)
 {
     size_t n = 0;
-    if (t->slots != NULL) {
-        n += export_array(t, t->slots, t->mask, out);
+    if (t->regions == NULL) {
+        return 0;
     }
-    if (t->old != NULL) {
-        n += export_array(t, t->old, t->old_mask, out + n);
+    for (size_t r = 0; r <= t->rmask; r++) {
+        const ht_page *p = t->regions[r].page;
+        if (t->regions[r].region1 == 0) {
+            continue;
+        }
+        uintptr_t base = p->region << HT_REGION_SHIFT;
+        for (uint32_t i = 0; i <= p->mask; i++) {
+            const ht_slot *s = &p->slots[i];
+            uint32_t key = slot_key(s);
+            if (key == 0) {
+                continue;
+            }
+            uintptr_t ptr = base + key - 1;
+            size_t size = slot_small_size(s);
+            out[n].ptr = ptr;
+            out[n].size = size == HT_SIZE_BIG ? big_size(t, ptr) : size;
+            out[n].tb = s->tb;
+            n++;
+        }
     }
     return n;
 }
@@ -379,12 +499,12 @@ ht_table_export(const ht_table *t, ht_trace_out *out)
 size_t
 ht_table_memory(const ht_table *t)
 {
-    size_t n = 0;
-    if (t->slots != NULL) {
-        n += (t->mask + 1) * sizeof(ht_trace);
+    size_t n = t->page_bytes;
+    if (t->regions != NULL) {
+        n += (t->rmask + 1) * sizeof(ht_region);
     }
-    if (t->old != NULL) {
-        n += (t->old_mask + 1) * sizeof(ht_trace);
+    if (t->big != NULL) {
+        n += (t->bmask + 1) * sizeof(ht_bigslot);
     }
     return n;
 }

@@ -1,9 +1,9 @@
-/* traces.h: the live trace table, pointer -> (size, traceback id).
+/* traces.h: the live trace table, address -> (size, traceback id).
  *
  * One table holds the blocks of one (domain, allocator family).  It does no
- * locking of its own: each table's owner says what protects it (see
- * tracer.c).  Memory comes straight from libc, never from a Python
- * allocator, so the table can be used inside the allocation hooks.
+ * locking of its own: each table's owner says what protects it (tracer.h).
+ * Memory comes straight from libc (alloc.h), never from a Python allocator,
+ * so the table can be used inside the allocation hooks.
  */
 #ifndef HT_TRACES_H
 #define HT_TRACES_H
@@ -11,39 +11,55 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A slot.  ptr == 0 means empty; ptr == HT_TOMBSTONE marks a slot of the
- * table being drained by an incremental resize.  16 bytes: sizes of 4 GiB and
- * more are stored in a small side list and marked with HT_SIZE_BIG. */
+#define HT_REGION_SHIFT 14                    /* 16 KiB regions */
+
+/* A slot of a region page: 8 bytes.  key = (offset in region) + 1, 0 for
+ * empty; size = the block size, or HT_SIZE_BIG when the real size (128 KiB
+ * or more) is in the table's side map of big blocks. */
 typedef struct {
-    uintptr_t ptr;
-    uint32_t size;
+    uint32_t key_size;     /* key in the low 15 bits, size in the high 17 */
     uint32_t tb;
-} ht_trace;
+} ht_slot;
 
-#define HT_SIZE_BIG UINT32_MAX
-#define HT_BIG_MAX 64
+#define HT_KEY_BITS 15
+#define HT_SIZE_BIG ((1u << (32 - HT_KEY_BITS)) - 1)
 
+/* The live blocks of one 16 KiB address region: a small open-addressing
+ * table keyed by offset, grown by doubling (at most 2048 slots, so a resize
+ * is bounded work). */
+typedef struct ht_page {
+    uintptr_t region;      /* address >> HT_REGION_SHIFT */
+    uint32_t mask;         /* capacity - 1 */
+    uint32_t used;
+    ht_slot slots[];
+} ht_page;
+
+/* Region map: region -> page, open addressing, key region + 1. */
 typedef struct {
-    uintptr_t ptr;
+    uintptr_t region1;     /* region + 1, 0 = empty */
+    ht_page *page;
+} ht_region;
+
+/* Side map of big blocks: address -> size. */
+typedef struct {
+    uintptr_t ptr;         /* 0 = empty */
     size_t size;
-} ht_big;
+} ht_bigslot;
 
 typedef struct ht_table {
-    ht_trace *slots;       /* capacity mask + 1 slots, or NULL when empty */
-    size_t mask;
-    size_t used;           /* live entries in slots */
-    /* Incremental resize: while old != NULL, entries of old are moved to
-     * slots a few at a time; both are searched until it is empty. */
-    ht_trace *old;
-    size_t old_mask;
-    size_t old_used;       /* live (not tombstone) entries in old */
-    size_t migrate_pos;    /* slots of old below this have been moved */
-    ht_big big[HT_BIG_MAX];
+    ht_region *regions;    /* NULL until the first put */
+    size_t rmask;
+    size_t nregions;
+    ht_bigslot *big;
+    size_t bmask;
     size_t nbig;
-    size_t bytes;          /* total payload size of the live entries */
+    ht_page *last;         /* the page used last: most operations hit it */
+    size_t count;          /* live blocks */
+    size_t bytes;          /* sum of their sizes */
+    size_t page_bytes;     /* memory held by pages */
 } ht_table;
 
-/* A trace as read back: size in full. */
+/* A trace as read back. */
 typedef struct {
     uintptr_t ptr;
     size_t size;
@@ -57,21 +73,20 @@ void ht_table_init(ht_table *t);
 void ht_table_clear(ht_table *t);
 
 /* Record ptr with size and traceback id, replacing any entry for ptr.
- * Returns 0, or -1 if the table could not grow (out of memory): then the
- * table is unchanged.  *old_size receives the size of a replaced entry, or
- * (size_t)-1 if ptr was new. */
+ * Returns 0, or -1 when memory is short: then the table is unchanged.
+ * *old_size receives the size of a replaced entry, or (size_t)-1. */
 int ht_table_put(ht_table *t, uintptr_t ptr, size_t size, uint32_t tb,
                  size_t *old_size);
 
 /* Remove ptr.  Returns 1 and stores its size in *size if it was present,
- * 0 if not.  Never fails and never allocates. */
+ * 0 if not.  Never fails. */
 int ht_table_remove(ht_table *t, uintptr_t ptr, size_t *size);
 
 /* Look ptr up.  Returns 1 and fills *out, or 0. */
 int ht_table_get(const ht_table *t, uintptr_t ptr, ht_trace_out *out);
 
 /* Number of live entries. */
-static inline size_t ht_table_len(const ht_table *t) { return t->used + t->old_used; }
+static inline size_t ht_table_len(const ht_table *t) { return t->count; }
 
 /* Copy every entry into out (room for ht_table_len entries).  Returns the
  * number written. */
