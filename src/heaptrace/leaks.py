@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import gc
 import linecache
-import os
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
@@ -53,6 +53,10 @@ MAX_AUTO_ITERATIONS = 5000
 WARMUP_SHARE = 0.1
 #: Fewest warm-up calls when the warm-up is automatic.
 MIN_WARMUP_CALLS = 2
+#: Interval lengths vary by up to this share around their mean, so that the
+#: snapshots do not fall in step with a buffer that is emptied every N calls
+#: (sampled in step, a sawtooth can look like steady growth).
+JITTER = 0.4
 #: Smallest growth (bytes) over the run that can make a site a suspect.
 MIN_GROWTH = 256
 #: Smallest size (bytes) for a non-leak to be mentioned in ``dismissed``.
@@ -389,15 +393,17 @@ class _Hunt:
         samples = [(0, base)]
         before_gc = None
         done = 0
-        plan = self.plan_intervals()
+        weights = _weights(self.intervals)
+        plan = self.plan_intervals(weights)
         self.progress("measuring", 0, self.intervals)
         for index in range(self.intervals):
             if plan is not None:
                 self.call(plan[index])
                 done += plan[index]
             else:
-                done += self.call_for(self.duration / self.intervals, ceiling,
-                                      MAX_AUTO_ITERATIONS // self.intervals)
+                share = weights[index] / self.intervals
+                done += self.call_for(self.duration * share, ceiling,
+                                      max(1, int(MAX_AUTO_ITERATIONS * share)))
             over = self.api.get_traced_memory()[0] > ceiling
             stop = over and index + 1 >= MIN_INTERVALS
             if index == self.intervals - 1 or stop:
@@ -435,12 +441,19 @@ class _Hunt:
             calls = MIN_WARMUP_CALLS
         return calls
 
-    def plan_intervals(self) -> Optional[list]:
-        """Calls per interval when the caller fixed the iterations, else None."""
+    def plan_intervals(self, weights: list) -> Optional[list]:
+        """Calls per interval when the caller fixed the iterations, else None.
+
+        The intervals follow ``weights`` (which average 1), each has at
+        least one call, and they add up to the iterations exactly.
+        """
         if self.iterations is None:
             return None
-        share, extra = divmod(self.iterations, self.intervals)
-        return [share + (1 if i < extra else 0) for i in range(self.intervals)]
+        spare = self.iterations - self.intervals
+        plan = [1 + int(spare * w / self.intervals) for w in weights]
+        for index in range(self.iterations - sum(plan)):
+            plan[index % self.intervals] += 1
+        return plan
 
     # -- the analysis ------------------------------------------------------
 
@@ -506,6 +519,15 @@ class _Hunt:
             count_per_iteration=_rate(xs, retained_floor(counts)),
             confidence=trend.confidence, size=trend.last, count=counts[-1],
             growth=trend.growth, reason=trend.reason, callers=callers)
+
+
+def _weights(count: int) -> list:
+    """Relative interval lengths: pseudo-random around 1 (mean 1), the same
+    on every run so that a hunt can be repeated."""
+    rng = random.Random(count)
+    weights = [1.0 + JITTER * (2.0 * rng.random() - 1.0) for _ in range(count)]
+    mean = sum(weights) / count
+    return [w / mean for w in weights]
 
 
 def _rate(xs, floor) -> float:

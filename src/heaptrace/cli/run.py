@@ -39,7 +39,7 @@ import time
 import traceback
 from typing import Optional
 
-from ..measure import _api
+from ..measure import _api, own_filters
 from ._common import EXIT_TARGET_FAILED, CLIError, one_line, plural
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +97,7 @@ class Snapshotter:
         self.wake = threading.Event()
         self.stopping = False
         self.exit_code: Optional[int] = None
+        self.filters = own_filters(api)
 
     def take(self, reason: str) -> Optional[str]:
         """Write one snapshot; on failure, say so and carry on."""
@@ -106,7 +107,8 @@ class Snapshotter:
             path = os.path.join(self.folder, name)
             partial = os.path.join(self.folder, f".{name}.partial")
             try:
-                snapshot = self.api.take_snapshot()
+                # heaptrace's own blocks (this thread's work) are left out.
+                snapshot = self.api.take_snapshot().filter_traces(self.filters)
                 snapshot.timestamp = time.time()
                 snapshot.dump(partial)
                 os.replace(partial, path)
@@ -209,6 +211,8 @@ def execute(args) -> int:
     if not api.is_tracing():
         api.start(args.nframe)
     snapshotter = Snapshotter(api, folder, args.keep, emit)
+    atexit.register(snapshotter.finish)
+    snapshotter.start(args.interval, signum)
     when = []
     if args.interval > 0:
         when.append(f"every {args.interval:g} s")
@@ -219,8 +223,6 @@ def execute(args) -> int:
                   f"{', '.join(when)}",
          pid=os.getpid(), folder=folder, nframe=args.nframe, interval=args.interval,
          signal=signum.name if signum else None, keep=args.keep)
-    atexit.register(snapshotter.finish)
-    snapshotter.start(args.interval, signum)
     code = _run_program(args.module, argv)
     snapshotter.exit_code = code
     return code
