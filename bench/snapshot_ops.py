@@ -1,8 +1,8 @@
 """Cost of taking and analysing snapshots with many traces.
 
-A child interpreter per module starts tracing with nframe=10 and builds
-about TRACES live traced blocks from a few thousand distinct call paths:
-generated functions, compiled with exec() into six fake source files
+A child interpreter per module starts tracing (nframe=10 by default) and
+builds about TRACES live traced blocks from a few thousand distinct call
+paths: generated functions, compiled with exec() into six fake source files
 ("gen/level0.py" .. "gen/level5.py"), call one another along random paths
 and each allocates small ints on its own line.  With the few frames of the
 driver below them, the deepest tracebacks are longer than 10 frames and get
@@ -21,8 +21,9 @@ truncated.  The child then times:
     dump                      snapshot.dump(file), and the file's size
     load                      Snapshot.load(file)
 
-Each operation is timed once: some take the standard module minutes, and
-running it again could measure a cache rather than the operation.
+Each operation is timed once: at full size the standard module needs
+seconds for most of them, and running one again could measure a cache
+rather than the operation.
 
 Tracing is stopped once both snapshots are taken, so the analysis is
 measured alone.  With --keep-tracing it stays active, as in a program that
