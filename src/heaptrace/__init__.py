@@ -29,7 +29,20 @@ from heaptrace._api import (  # noqa: F401
     get_object_traceback,
     take_snapshot,
 )
-from heaptrace._core import (  # noqa: F401
+try:
+    from heaptrace import _core
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "heaptrace's C engine (heaptrace._core) is missing or was built for "
+        "another Python; reinstall heaptrace with 'pip install heaptrace' "
+        "(or 'pip install .' in a checkout) using this interpreter "
+        f"({exc})") from exc
+if not hasattr(_core, "start"):  # the C source folder imported as a package
+    raise ImportError(
+        "heaptrace's C engine is not built: this is a source checkout; "
+        "install it with 'pip install .' first")
+
+from heaptrace._core import (  # noqa: F401,E402
     _get_object_traceback,
     _get_traceback,
     _get_traces,
@@ -46,6 +59,14 @@ from heaptrace._core import (  # noqa: F401
 )
 
 __version__ = "0.1.0"
+
+
+def get_include():
+    """Return the directory of ``heaptrace.h``, the C API for extension
+    modules that want their own allocations traced (see that header)."""
+    import os
+    return os.path.join(os.path.dirname(__file__), "include")
+
 
 __all__ = [
     # The API of the standard tracemalloc module.
@@ -71,6 +92,7 @@ __all__ = [
     # heaptrace extras: trace blocks of other allocators (PyTraceMalloc_Track).
     "track",
     "untrack",
+    "get_include",
 ]
 
 # --- Exports of heaptrace's other modules -------------------------------------
