@@ -1,0 +1,23 @@
+# heaptrace: common tasks.  `make help` lists them.
+PYTHON ?= python3
+
+.PHONY: help test test-one build bench clean
+
+help:            ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+test:            ## build and run every test on every CPython 3.11+ found
+	scripts/test-all.sh
+
+test-one:        ## build and run every test with $(PYTHON) only
+	HEAPTRACE_PYTHONS=$(PYTHON) scripts/test-all.sh
+
+build:           ## build the extension in place (for development)
+	$(PYTHON) setup.py build_ext --inplace
+
+bench:           ## overhead, memory and snapshot benchmarks beside tracemalloc
+	$(PYTHON) bench/overhead.py
+	$(PYTHON) bench/memory.py
+
+clean:           ## remove build products and test environments
+	rm -rf build .venvs src/heaptrace/*.so src/*.egg-info
