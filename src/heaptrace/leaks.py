@@ -305,6 +305,8 @@ class _Hunt:
         self.duration = duration
         self.max_memory = max_memory
         self.progress = progress or (lambda phase, done, total: None)
+        # Calls the memory budget allows, estimated from the warm-up.
+        self.affordable = MAX_AUTO_ITERATIONS
         self.own_prefixes, self.own_files = own_locations(api)
         self.notes = []
 
@@ -403,7 +405,7 @@ class _Hunt:
             else:
                 share = weights[index] / self.intervals
                 done += self.call_for(self.duration * share, ceiling,
-                                      max(1, int(MAX_AUTO_ITERATIONS * share)))
+                                      max(1, int(self.affordable * share)))
             over = self.api.get_traced_memory()[0] > ceiling
             stop = over and index + 1 >= MIN_INTERVALS
             if index == self.intervals - 1 or stop:
@@ -428,18 +430,31 @@ class _Hunt:
 
     def warm_up(self) -> int:
         if self.warmup is not None:
+            before = self.api.get_traced_memory()[0]
             for done in range(self.warmup):
                 self.progress("warm-up", done, self.warmup)
                 self.call(1)
+            self.budget_calls(before, self.warmup)
             return self.warmup
         self.progress("warm-up", 0, 0)
-        ceiling = self.api.get_traced_memory()[0] + self.max_memory // 4
-        calls = self.call_for(WARMUP_SHARE * self.duration, ceiling,
+        before = self.api.get_traced_memory()[0]
+        calls = self.call_for(WARMUP_SHARE * self.duration, before + self.max_memory // 4,
                               int(WARMUP_SHARE * MAX_AUTO_ITERATIONS))
         if calls < MIN_WARMUP_CALLS:
             self.call(MIN_WARMUP_CALLS - calls)
             calls = MIN_WARMUP_CALLS
+        self.budget_calls(before, calls)
         return calls
+
+    def budget_calls(self, before: int, calls: int) -> None:
+        """Limit the measured calls so that a fast leak stays within max_memory.
+
+        The warm-up's growth per call overestimates (it includes one-time
+        allocations), which only errs towards fewer calls.
+        """
+        per_call = (self.api.get_traced_memory()[0] - before) / max(1, calls)
+        if per_call > 0:
+            self.affordable = max(1, min(MAX_AUTO_ITERATIONS, int(self.max_memory / per_call)))
 
     def plan_intervals(self, weights: list) -> Optional[list]:
         """Calls per interval when the caller fixed the iterations, else None.

@@ -19,10 +19,11 @@ memory it keeps is never given back.  Two views of the series separate them:
   it takes.  A buffer that is emptied now and then gives back about as much
   as it takes, even when the sampling happens to catch it on the way up.
 
-A site is classified as a leak when its floor rose in several intervals, was
-still rising in the second half of the series (a cache that filled and
-stopped is a *plateau*, a one-time allocation a *step*), and it gave back
-less than half of what it took (otherwise it is a *sawtooth*).  Growth is
+A site is classified as a leak when its floor rose in several intervals and
+was still rising in the second half of the series (a cache that filled and
+stopped is a *plateau*, a one-time allocation a *step*).  A site that gave
+back more than half of what it took is a *sawtooth*, unless its floor rose
+in nearly every interval: then it leaks, with transient memory on top.  Growth is
 measured on the floor with a robust slope (Theil-Sen), so that one odd
 moment cannot make or hide a leak.  A block that is reallocated larger counts
 like any other growth: only bytes are looked at, not blocks.
@@ -30,6 +31,8 @@ like any other growth: only bytes are looked at, not blocks.
 The confidence of a leak grows with the share of intervals in which it grew,
 how well a straight line fits its floor, how much of the growth happened in
 the second half, and how little it gave back; it is reduced for short series.
+A sawtooth sampled in step with its period can pass for growth; callers that
+choose when to sample (find_leaks) vary the spacing to avoid that.
 """
 
 from __future__ import annotations
@@ -59,8 +62,12 @@ NOISE = "noise"
 MIN_RISES = 3
 # ... and if its second half holds at least this share of its growth.
 MIN_LATE_SHARE = 0.25
-# ... and if it gave back less than this share of what it took.
+# A series that gave back more than this share of what it took is a sawtooth
+# (memory that comes and goes) ...
 MAX_GIVEBACK = 0.5
+# ... unless its retained floor rose in at least this share of the intervals:
+# then it leaks, with transient memory on top (requests in flight).
+STEADY_SHARE = 0.75
 # Series shorter than this (in intervals) get a reduced confidence.
 FULL_CONFIDENCE_INTERVALS = 8
 # Beyond this many points the slope uses half-lag pairs, O(n), not all pairs.
@@ -165,12 +172,16 @@ def classify(xs: Sequence[float], ys: Sequence[float], *, min_growth: float = 10
 
     if took < min_growth:
         return verdict(NOISE, "flat", "changed by less than the threshold")
-    if gave > MAX_GIVEBACK * took:
+    intervals = n - 1
+    if gave > MAX_GIVEBACK * took and rises < STEADY_SHARE * intervals:
         return verdict(NOISE, "sawtooth",
                        f"gave back {gave / took:.0%} of what it allocated")
     if growth < min_growth:
         return verdict(NOISE, "flat", "kept less than the threshold")
-    mid = n // 2
+    # The floor at the middle of the span (not the middle index: the points
+    # need not be evenly spaced).
+    middle = (xs[0] + xs[-1]) / 2
+    mid = max(i for i in range(n) if xs[i] <= middle)
     late = floor[-1] - floor[mid]
     if rises < MIN_RISES:
         return verdict(PLATEAU, "step",
@@ -187,12 +198,12 @@ def classify(xs: Sequence[float], ys: Sequence[float], *, min_growth: float = 10
         # Growth in a few large steps (a table that doubles): fall back on
         # the average rate.
         slope = growth / (xs[-1] - xs[0])
-    intervals = n - 1
     consistency = rises / intervals
     sustain = min(1.0, late / (0.5 * growth))
     fit = _r_squared(xs, floor)
     length = min(1.0, intervals / FULL_CONFIDENCE_INTERVALS)
-    confidence = (1.0 - gave / took) * length * (0.4 * consistency + 0.3 * sustain + 0.3 * fit)
+    steadiness = 1.0 - 0.5 * gave / took
+    confidence = steadiness * length * (0.4 * consistency + 0.3 * sustain + 0.3 * fit)
     confidence = math.floor(max(0.0, min(1.0, confidence)) * 100) / 100
     return verdict(LEAK, "growing",
                    f"grew in {rises} of {intervals} intervals", slope=slope,
