@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gc
 import linecache
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -115,7 +116,7 @@ class Suspect:
         """The traceback as text lines, each frame followed by its source line."""
         lines = []
         for frame in self.traceback[:limit]:
-            lines.append(f'  File "{frame.filename}", line {frame.lineno}')
+            lines.append(f'  File "{_display_path(frame.filename)}", line {frame.lineno}')
             source = linecache.getline(frame.filename, frame.lineno).strip()
             if source:
                 lines.append(f"    {source}")
@@ -194,23 +195,26 @@ class LeakReport:
         for rank, s in enumerate(self.suspects[:limit], 1):
             out.append("")
             out.append(
-                f"#{rank} {s.filename}:{s.lineno}: "
+                f"#{rank} {_display_path(s.filename)}:{s.lineno}: "
                 f"{format_size(s.size_per_iteration, sign=True)} per call, "
                 f"{s.count_per_iteration:+.2f} blocks per call "
                 f"(confidence {s.confidence:.2f}; {s.reason}; now {format_size(s.size)})"
             )
             out.extend(s.format_traceback(frames))
-            others = len(s.callers) - 1
-            if others > 0:
-                out.append(f"  ({others} other call path{'s' if others > 1 else ''} "
-                           f"to this line also grew)")
+            for path in s.callers[1:3]:
+                fork = _first_difference(s.traceback, path.traceback)
+                out.append(f"  also growing through "
+                           f"{_display_path(fork.filename)}:{fork.lineno}: "
+                           f"{format_size(path.size_per_iteration, sign=True)} per call")
+            if len(s.callers) > 3:
+                out.append(f"  ... and through {len(s.callers) - 3} more call paths")
         if len(self.suspects) > limit:
             out.append(f"... and {len(self.suspects) - limit} more")
         if self.dismissed:
             out.append("")
             out.append("Not leaks:")
             for d in self.dismissed:
-                out.append(f"  {d.kind:<9} {d.filename}:{d.lineno}: "
+                out.append(f"  {d.kind:<9} {_display_path(d.filename)}:{d.lineno}: "
                            f"{format_size(d.size)}, {d.reason}")
         for note in self.notes:
             out.append(f"Note: {note}")
@@ -279,6 +283,24 @@ def find_leaks(func: Callable, /, *args, iterations: Optional[int] = None,
     finally:
         if started:
             api.stop()
+
+
+def _display_path(filename: str) -> str:
+    """A file name relative to the current folder when it lies inside it."""
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if relative.startswith(os.pardir) else relative
+
+
+def _first_difference(traceback: tuple, other: tuple) -> Frame:
+    """The frame of ``other`` where it leaves ``traceback`` (compared from the
+    allocation outwards), or its last frame."""
+    for mine, theirs in zip(traceback, other):
+        if mine != theirs:
+            return theirs
+    return other[-1]
 
 
 def _frames_json(traceback) -> list:

@@ -23,6 +23,8 @@ def no_leak():
 
 @pytest.fixture(autouse=True)
 def forget():
+    if heaptrace.is_tracing():
+        heaptrace.stop()
     yield
     _kept.clear()
     if heaptrace.is_tracing():

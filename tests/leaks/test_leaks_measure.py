@@ -12,6 +12,8 @@ MB = 1_000_000
 
 @pytest.fixture(autouse=True)
 def tracing_off():
+    if heaptrace.is_tracing():
+        heaptrace.stop()
     yield
     if heaptrace.is_tracing():
         heaptrace.stop()

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+import heaptrace
 import heaptrace.leaks
 import leak_scenarios as scen
 
@@ -53,6 +54,8 @@ def describe(report):
 
 @pytest.fixture(autouse=True)
 def clean_state():
+    if heaptrace.is_tracing():
+        heaptrace.stop()
     scen.reset()
     yield
     scen.reset()
