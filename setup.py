@@ -13,7 +13,8 @@ from setuptools import Extension, setup
 CORE = os.path.join("src", "heaptrace", "_core")
 SOURCES = [
     os.path.join(CORE, name)
-    for name in ("module.c", "hooks.c", "tracer.c", "traces.c", "intern.c")
+    for name in ("module.c", "hooks.c", "tracer.c", "traces.c", "intern.c",
+                 "snapbuild.c", "snapdata.c")
 ]
 
 include = sysconfig.get_paths()["include"]

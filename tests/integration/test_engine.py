@@ -339,3 +339,35 @@ def test_stack_deeper_than_limit_counts_every_frame():
     traces = [t for t in heaptrace._get_traces() if t[2] == frames and t[1] >= 4321]
     assert len(frames) == 2
     assert traces and traces[0][3] > 200
+
+
+def test_snapshot_tables_describe_the_same_traces():
+    """The interned tables the C analysis works on expand back to exactly
+    the traces _get_traces() reports (checked on the blocks of one line, as
+    each call's own result is traced too)."""
+    import collections
+
+    heaptrace.start(6)
+
+    def make(n):
+        return [str(i) * 2 for i in range(n)]  # MARK-TABLES
+
+    kept = [make(300) for _ in range(20)] + [[make(5)] for _ in range(3)]
+    line = _line_of("MARK-TABLES")
+    limit, strings, frames, tracebacks, traces = heaptrace._core._snapshot_tables()
+    raw = heaptrace._get_traces()
+    assert limit == 6
+
+    def expand(trace):
+        domain, size, tb = trace
+        ids, total = tracebacks[tb]
+        return (domain, size,
+                tuple((strings[frames[f][0]], frames[f][1]) for f in ids), total)
+
+    ours = collections.Counter(x for x in map(expand, traces) if x[2][0] == (HERE, line))
+    theirs = collections.Counter(x for x in raw if x[2][0] == (HERE, line))
+    assert sum(ours.values()) >= 6000
+    assert ours == theirs
+    assert len(set(strings)) == len(strings)
+    assert len(set(map(tuple, frames))) == len(frames)
+    del kept

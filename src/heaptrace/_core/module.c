@@ -12,6 +12,8 @@
 #include "tracer.h"
 #include "intern.h"
 #include "alloc.h"
+#include "snapbuild.h"
+#include "snapdata.h"
 #include "../include/heaptrace.h"
 
 #include <limits.h>
@@ -282,6 +284,88 @@ error:
 
 /* ---- heaptrace extras ---------------------------------------------------------- */
 
+PyDoc_STRVAR(snapshot_tables_doc,
+"_snapshot_tables($module, /)\n--\n\n"
+"The live traces as interned tables, the form the C analysis works on:\n"
+"(traceback_limit, strings, frames, tracebacks, traces) where strings is\n"
+"a tuple of file names, frames a list of (string id, lineno), tracebacks a\n"
+"list of (frame ids most recent first, total_nframe) and traces a list of\n"
+"(domain, size, traceback id).  For tests and debugging.");
+
+static PyObject *
+ht_py_snapshot_tables(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    ht_snap s;
+    if (ht_snapshot_take(&s) < 0) {
+        return NULL;
+    }
+    PyObject *strings = PyTuple_New(s.nstrings);
+    PyObject *frames = PyList_New(s.nframes);
+    PyObject *tbs = PyList_New(s.ntracebacks);
+    PyObject *traces = PyList_New((Py_ssize_t)s.ntraces);
+    PyObject *result = NULL;
+    if (strings == NULL || frames == NULL || tbs == NULL || traces == NULL) {
+        goto done;
+    }
+    for (uint32_t i = 0; i < s.nstrings; i++) {
+        PyObject *str = PyUnicode_DecodeUTF8(s.str_blob + s.str_off[i],
+                                             (Py_ssize_t)(s.str_off[i + 1] - s.str_off[i]),
+                                             "surrogatepass");
+        if (str == NULL) {
+            goto done;
+        }
+        PyTuple_SET_ITEM(strings, i, str);
+    }
+    for (uint32_t i = 0; i < s.nframes; i++) {
+        PyObject *f = Py_BuildValue("(II)", s.frame_file[i], s.frame_line[i]);
+        if (f == NULL) {
+            goto done;
+        }
+        PyList_SET_ITEM(frames, i, f);
+    }
+    for (uint32_t i = 0; i < s.ntracebacks; i++) {
+        uint32_t n = s.tb_off[i + 1] - s.tb_off[i];
+        PyObject *ids = PyTuple_New(n);
+        if (ids == NULL) {
+            goto done;
+        }
+        for (uint32_t k = 0; k < n; k++) {
+            PyObject *v = PyLong_FromUnsignedLong(s.tb_frames[s.tb_off[i] + k]);
+            if (v == NULL) {
+                Py_DECREF(ids);
+                goto done;
+            }
+            PyTuple_SET_ITEM(ids, k, v);
+        }
+        PyObject *tb = Py_BuildValue("(Ni)", ids, s.tb_total[i]);
+        if (tb == NULL) {
+            goto done;
+        }
+        PyList_SET_ITEM(tbs, i, tb);
+    }
+    for (uint64_t i = 0; i < s.ntraces; i++) {
+        PyObject *t = Py_BuildValue("(IKI)", s.tr_domain[i],
+                                    (unsigned long long)s.tr_size[i], s.tr_tb[i]);
+        if (t == NULL) {
+            goto done;
+        }
+        PyList_SET_ITEM(traces, (Py_ssize_t)i, t);
+    }
+    char err[200];
+    if (ht_snap_validate(&s, err, sizeof(err)) < 0) {
+        PyErr_Format(PyExc_SystemError, "heaptrace built an invalid snapshot: %s", err);
+        goto done;
+    }
+    result = Py_BuildValue("(iOOOO)", s.traceback_limit, strings, frames, tbs, traces);
+done:
+    Py_XDECREF(strings);
+    Py_XDECREF(frames);
+    Py_XDECREF(tbs);
+    Py_XDECREF(traces);
+    ht_snap_free(&s);
+    return result;
+}
+
 PyDoc_STRVAR(track_doc,
 "track($module, domain, address, size, /)\n--\n\n"
 "Trace a memory block of size bytes at address in a domain, as an\n"
@@ -361,6 +445,7 @@ static PyMethodDef ht_methods[] = {
     {"_get_traces", ht_py_get_traces, METH_NOARGS, get_traces_doc},
     {"_get_traceback", (PyCFunction)(void (*)(void))ht_py_get_traceback, METH_FASTCALL,
      get_traceback_doc},
+    {"_snapshot_tables", ht_py_snapshot_tables, METH_NOARGS, snapshot_tables_doc},
     {"track", (PyCFunction)(void (*)(void))ht_py_track, METH_FASTCALL, track_doc},
     {"untrack", (PyCFunction)(void (*)(void))ht_py_untrack, METH_FASTCALL, untrack_doc},
 #ifdef HT_FAULT_INJECTION

@@ -1,0 +1,361 @@
+/* snapbuild.c: take a snapshot of the live traces as an ht_snap.
+ *
+ * The live tables identify a traceback by what was cheap to capture (code
+ * object and instruction offset per frame), so two live tracebacks can mean
+ * the same lines.  A snapshot is in terms of what users see: file names,
+ * line numbers, and tracebacks of those.  Building it resolves each distinct
+ * live traceback once (intern.c caches the resolution), and interns strings,
+ * frames and tracebacks again by value, so the analysis can group by integer
+ * ids.  Work: one pass over the traces plus one resolution per distinct
+ * traceback; no Python object per trace.
+ */
+#include "snapbuild.h"
+#include "tracer.h"
+#include "intern.h"
+#include "snapdata.h"
+#include "alloc.h"
+
+#include <string.h>
+
+/* ---- a growable array ------------------------------------------------------ */
+
+static int
+grow(void **arr, size_t *cap, size_t need, size_t esize)
+{
+    if (need <= *cap) {
+        return 0;
+    }
+    size_t n = *cap ? *cap : 64;
+    while (n < need) {
+        n *= 2;
+    }
+    void *p = ht_realloc(*arr, n * esize);
+    if (p == NULL) {
+        return -1;
+    }
+    *arr = p;
+    *cap = n;
+    return 0;
+}
+
+/* ---- a u64 -> u32 map (open addressing) ------------------------------------- */
+
+typedef struct {
+    uint64_t *keys;       /* key + 1; 0 = empty */
+    uint32_t *vals;
+    size_t mask, used;
+} u64map;
+
+static inline size_t
+u64_home(uint64_t k, size_t mask)
+{
+    k *= 0x9E3779B97F4A7C15ULL;
+    return (size_t)((k ^ (k >> 31)) & mask);
+}
+
+static int
+u64map_reserve(u64map *m)
+{
+    size_t cap = m->keys ? m->mask + 1 : 0;
+    if (m->keys != NULL && (m->used + 1) * 2 <= cap) {
+        return 0;
+    }
+    size_t ncap = cap ? cap * 2 : 1024;
+    uint64_t *keys = ht_calloc(ncap, sizeof(uint64_t));
+    uint32_t *vals = ht_malloc(ncap * sizeof(uint32_t));
+    if (keys == NULL || vals == NULL) {
+        free(keys);
+        free(vals);
+        return -1;
+    }
+    for (size_t i = 0; i < cap; i++) {
+        if (m->keys[i] != 0) {
+            size_t j = u64_home(m->keys[i], ncap - 1);
+            while (keys[j] != 0) {
+                j = (j + 1) & (ncap - 1);
+            }
+            keys[j] = m->keys[i];
+            vals[j] = m->vals[i];
+        }
+    }
+    free(m->keys);
+    free(m->vals);
+    m->keys = keys;
+    m->vals = vals;
+    m->mask = ncap - 1;
+    return 0;
+}
+
+/* Slot of key: found (keys[i] == key + 1) or the empty slot to fill. */
+static size_t
+u64map_slot(const u64map *m, uint64_t key)
+{
+    size_t i = u64_home(key + 1, m->mask);
+    while (m->keys[i] != 0 && m->keys[i] != key + 1) {
+        i = (i + 1) & m->mask;
+    }
+    return i;
+}
+
+static void
+u64map_free(u64map *m)
+{
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof(*m));
+}
+
+/* ---- the builder ------------------------------------------------------------- */
+
+typedef struct {
+    ht_snap *s;
+    size_t cap_blob, cap_stroff, cap_frames, cap_lines, cap_tboff, cap_tbframes, cap_tbtotal;
+    size_t nblob, ntbframes;
+    PyObject *strings;    /* dict: filename -> string id */
+    u64map frames;        /* (string id << 32 | lineno) -> frame id */
+    u64map tbs;           /* traceback hash -> first id in a chain... see below */
+    uint32_t *tb_next;    /* chain of tracebacks sharing a hash */
+    size_t cap_tbnext;
+    uint32_t *frame_buf;
+    size_t cap_framebuf;
+} builder;
+
+static int
+string_id(builder *b, PyObject *name, uint32_t *id)
+{
+    PyObject *found = PyDict_GetItemWithError(b->strings, name);
+    if (found != NULL) {
+        *id = (uint32_t)PyLong_AsUnsignedLong(found);
+        return 0;
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *bytes = PyUnicode_AsEncodedString(name, "utf-8", "surrogatepass");
+    if (bytes == NULL) {
+        return -1;
+    }
+    size_t len = (size_t)PyBytes_GET_SIZE(bytes);
+    ht_snap *s = b->s;
+    if (s->nstrings == UINT32_MAX
+        || grow((void **)&s->str_blob, &b->cap_blob, b->nblob + len, 1) < 0
+        || grow((void **)&s->str_off, &b->cap_stroff, (size_t)s->nstrings + 2,
+                sizeof(uint64_t)) < 0) {
+        Py_DECREF(bytes);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(s->str_blob + b->nblob, PyBytes_AS_STRING(bytes), len);
+    Py_DECREF(bytes);
+    b->nblob += len;
+    *id = s->nstrings++;
+    s->str_off[s->nstrings] = b->nblob;
+    PyObject *value = PyLong_FromUnsignedLong(*id);
+    if (value == NULL || PyDict_SetItem(b->strings, name, value) < 0) {
+        Py_XDECREF(value);
+        return -1;
+    }
+    Py_DECREF(value);
+    return 0;
+}
+
+static int
+frame_id(builder *b, uint32_t file, uint32_t lineno, uint32_t *id)
+{
+    if (u64map_reserve(&b->frames) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    uint64_t key = ((uint64_t)file << 32) | lineno;
+    size_t i = u64map_slot(&b->frames, key);
+    if (b->frames.keys[i] != 0) {
+        *id = b->frames.vals[i];
+        return 0;
+    }
+    ht_snap *s = b->s;
+    if (s->nframes == UINT32_MAX
+        || grow((void **)&s->frame_file, &b->cap_frames, (size_t)s->nframes + 1,
+                sizeof(uint32_t)) < 0
+        || grow((void **)&s->frame_line, &b->cap_lines, (size_t)s->nframes + 1,
+                sizeof(uint32_t)) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    s->frame_file[s->nframes] = file;
+    s->frame_line[s->nframes] = lineno;
+    *id = s->nframes++;
+    b->frames.keys[i] = key + 1;
+    b->frames.vals[i] = *id;
+    b->frames.used++;
+    return 0;
+}
+
+/* Canonical traceback of frame ids (n of them in b->frame_buf) and total. */
+static int
+traceback_id(builder *b, size_t n, int32_t total, uint32_t *id)
+{
+    ht_snap *s = b->s;
+    uint64_t h = (uint64_t)(uint32_t)total * 0x100000001b3ULL;
+    for (size_t k = 0; k < n; k++) {
+        h = (h ^ b->frame_buf[k]) * 0x100000001b3ULL;
+    }
+    h ^= n;
+    if (u64map_reserve(&b->tbs) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* The map goes from a hash to the newest traceback with that hash;
+     * tb_next chains the older ones (collisions of a 64-bit hash are rare,
+     * but they must not merge tracebacks). */
+    size_t i = u64map_slot(&b->tbs, h);
+    if (b->tbs.keys[i] != 0) {
+        for (uint32_t t = b->tbs.vals[i]; t != UINT32_MAX; t = b->tb_next[t]) {
+            uint32_t off = s->tb_off[t];
+            if (s->tb_off[t + 1] - off == n && s->tb_total[t] == total
+                && memcmp(s->tb_frames + off, b->frame_buf, n * sizeof(uint32_t)) == 0) {
+                *id = t;
+                return 0;
+            }
+        }
+    }
+    if (s->ntracebacks == UINT32_MAX - 1
+        || b->ntbframes + n > UINT32_MAX
+        || grow((void **)&s->tb_off, &b->cap_tboff, (size_t)s->ntracebacks + 2,
+                sizeof(uint32_t)) < 0
+        || grow((void **)&s->tb_total, &b->cap_tbtotal, (size_t)s->ntracebacks + 1,
+                sizeof(int32_t)) < 0
+        || grow((void **)&b->tb_next, &b->cap_tbnext, (size_t)s->ntracebacks + 1,
+                sizeof(uint32_t)) < 0
+        || grow((void **)&s->tb_frames, &b->cap_tbframes, b->ntbframes + n + 1,
+                sizeof(uint32_t)) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    uint32_t t = s->ntracebacks++;
+    memcpy(s->tb_frames + b->ntbframes, b->frame_buf, n * sizeof(uint32_t));
+    b->ntbframes += n;
+    s->tb_off[t + 1] = (uint32_t)b->ntbframes;
+    s->tb_total[t] = total;
+    if (b->tbs.keys[i] != 0) {
+        b->tb_next[t] = b->tbs.vals[i];
+    }
+    else {
+        b->tb_next[t] = UINT32_MAX;
+        b->tbs.keys[i] = h + 1;
+        b->tbs.used++;
+    }
+    b->tbs.vals[i] = t;
+    *id = t;
+    return 0;
+}
+
+/* Canonical traceback of a live traceback id. */
+static int
+resolve(builder *b, uint32_t live, uint64_t generation, uint32_t *id)
+{
+    PyObject *frames = ht_intern_frames(live);
+    if (frames == NULL) {
+        return -1;
+    }
+    if (ht_tracer_generation() != generation) {
+        Py_DECREF(frames);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the traces were cleared while the snapshot was taken");
+        return -1;
+    }
+    size_t n = (size_t)PyTuple_GET_SIZE(frames);
+    if (grow((void **)&b->frame_buf, &b->cap_framebuf, n + 1, sizeof(uint32_t)) < 0) {
+        Py_DECREF(frames);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t k = 0; k < n; k++) {
+        PyObject *frame = PyTuple_GET_ITEM(frames, k);
+        uint32_t file;
+        long lineno = PyLong_AsLong(PyTuple_GET_ITEM(frame, 1));
+        if ((lineno == -1 && PyErr_Occurred())
+            || string_id(b, PyTuple_GET_ITEM(frame, 0), &file) < 0
+            || frame_id(b, file, (uint32_t)lineno, &b->frame_buf[k]) < 0) {
+            Py_DECREF(frames);
+            return -1;
+        }
+    }
+    Py_DECREF(frames);
+    return traceback_id(b, n, ht_intern_total(live), id);
+}
+
+int
+ht_snapshot_take(ht_snap *out)
+{
+    memset(out, 0, sizeof(*out));
+    uint64_t generation = ht_tracer_generation();
+    ht_export_trace *traces;
+    size_t n;
+    if (ht_tracer_export(&traces, &n) < 0) {
+        return -1;
+    }
+    builder b;
+    memset(&b, 0, sizeof(b));
+    b.s = out;
+    u64map live_map;     /* live traceback id -> canonical id */
+    memset(&live_map, 0, sizeof(live_map));
+    b.strings = PyDict_New();
+    out->traceback_limit = ht_tracer_nframe();
+    out->ntraces = n;
+    out->tr_domain = ht_malloc((n ? n : 1) * sizeof(uint32_t));
+    out->tr_size = ht_malloc((n ? n : 1) * sizeof(uint64_t));
+    out->tr_tb = ht_malloc((n ? n : 1) * sizeof(uint32_t));
+    out->str_off = ht_calloc(1, sizeof(uint64_t));
+    out->tb_off = ht_calloc(1, sizeof(uint32_t));
+    b.cap_stroff = b.cap_tboff = 1;
+    if (b.strings == NULL) {
+        goto error;
+    }
+    if (out->tr_domain == NULL || out->tr_size == NULL || out->tr_tb == NULL
+        || out->str_off == NULL || out->tb_off == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (u64map_reserve(&live_map) < 0) {
+            PyErr_NoMemory();
+            goto error;
+        }
+        size_t slot = u64map_slot(&live_map, traces[i].tb);
+        uint32_t canonical;
+        if (live_map.keys[slot] != 0) {
+            canonical = live_map.vals[slot];
+        }
+        else {
+            if (resolve(&b, traces[i].tb, generation, &canonical) < 0) {
+                goto error;
+            }
+            /* resolve() does not touch live_map, so the slot still holds. */
+            live_map.keys[slot] = (uint64_t)traces[i].tb + 1;
+            live_map.vals[slot] = canonical;
+            live_map.used++;
+        }
+        out->tr_domain[i] = traces[i].domain;
+        out->tr_size[i] = traces[i].size;
+        out->tr_tb[i] = canonical;
+    }
+    free(traces);
+    u64map_free(&live_map);
+    u64map_free(&b.frames);
+    u64map_free(&b.tbs);
+    free(b.tb_next);
+    free(b.frame_buf);
+    Py_DECREF(b.strings);
+    return 0;
+
+error:
+    free(traces);
+    u64map_free(&live_map);
+    u64map_free(&b.frames);
+    u64map_free(&b.tbs);
+    free(b.tb_next);
+    free(b.frame_buf);
+    Py_XDECREF(b.strings);
+    ht_snap_free(out);
+    return -1;
+}
