@@ -1,8 +1,8 @@
 """A long-running program for `heaptrace run` (used by the CLI tests).
 
-It leaks a little on every request, fills a cache during its first few
-tenths of a second, and exits with the status given by --exit.  With --wait-for FILE
-it runs until FILE exists (at most 20 s) instead of for --seconds.
+It leaks a little on every request, fills a cache during its first 0.3 s,
+and exits with the status given by --exit.  With --wait-for FILE it runs
+until FILE exists (at most 20 s) instead of for --seconds.
 """
 
 import argparse
@@ -11,11 +11,12 @@ import sys
 import time
 
 sessions = []   # the leak
-cache = {}      # fills, then stays
+cache = {}      # fills during the first 0.3 s, then stays
+STARTED = time.monotonic()
 
 
 def handle(n):
-    if n % 20 == 0 and len(cache) < 40:
+    if n % 10 == 0 and time.monotonic() - STARTED < 0.3:
         cache[n] = bytearray(20_000)  # CACHE
     sessions.append(bytearray(500))  # LEAK
 
