@@ -16,11 +16,13 @@ a response body that it drops after each request (not a leak either).
 
 import argparse
 import itertools
+import random
 import time
 
 _request_ids = itertools.count()
+_pages = random.Random(42)
 _sessions = {}    # never evicted: the leak
-_templates = {}   # one entry per template, 40 templates: a cache that fills once
+_templates = {}   # one entry per page template, 40 of them: a cache that fills once
 
 
 def load_template(name):
@@ -35,7 +37,7 @@ def remember_session(request_id):
 
 def handle_request():
     request_id = next(_request_ids)
-    template = load_template(f"page-{request_id % 40}")
+    template = load_template(f"page-{_pages.randrange(40)}")
     body = bytes(template[:4096])
     remember_session(request_id)
     return len(body)
@@ -53,7 +55,7 @@ def serve(seconds, rate):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rate", type=int, default=2000, help="requests per second")
+    parser.add_argument("--rate", type=int, default=100, help="requests per second")
     options = parser.parse_args()
     serve(options.seconds, options.rate)
     print(f"handled {len(_sessions)} requests")

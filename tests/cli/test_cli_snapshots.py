@@ -211,3 +211,39 @@ def test_run_writes_a_snapshot_on_sigusr1(tmp_path):
         process.kill()
         process.wait()
         process.stderr.close()
+
+
+def test_trend_without_stored_times_uses_file_times(tmp_path):
+    """Snapshots dumped by hand carry no timestamp: their mtime is used."""
+    heaptrace.start(1)
+    try:
+        kept = []
+        for index in range(4):
+            kept.append(bytearray(100_000))
+            path = tmp_path / f"manual-{index}.snap"
+            heaptrace.take_snapshot().dump(str(path))
+            os.utime(path, (1_700_000_000 + 60 * index,) * 2)
+    finally:
+        heaptrace.stop()
+    report = heaptrace_json("trend", tmp_path)
+    assert report["hours"] == pytest.approx(3 / 60)
+    assert [s["timestamp"] for s in report["snapshots"]] == [
+        1_700_000_000 + 60 * i for i in range(4)]
+    leak = report["sites"][0]
+    assert leak["kind"] == "leak" and leak["filename"] == __file__
+
+
+def test_top_reads_a_snapshot_of_the_standard_tracemalloc(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "stdlib.snap"
+    tracemalloc.start()
+    try:
+        kept = bytearray(300_000)
+        tracemalloc.take_snapshot().dump(str(path))
+    finally:
+        tracemalloc.stop()
+    report = heaptrace_json("top", path, "--limit", "1")
+    assert report["stats"][0]["filename"] == __file__
+    assert report["stats"][0]["size"] >= 300_000
+    del kept

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from ._common import EXIT_USAGE, CLIError
+from ._common import CLIError
 
 __all__ = ["main", "CLIError", "COMMANDS"]
 

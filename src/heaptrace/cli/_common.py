@@ -42,8 +42,10 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def load_snapshot(path: str):
+def load_snapshot(path: str, progress: Optional["Progress"] = None):
     """Load a snapshot with ``Snapshot.load``; any failure is a CLIError."""
+    if progress is not None:
+        progress.update(f"heaptrace: reading {path}")
     if not os.path.exists(path):
         raise CLIError(f"{path}: no such file")
     if os.path.isdir(path):

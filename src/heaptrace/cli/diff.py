@@ -11,9 +11,9 @@ change, then by the size now.  Filters work as in `heaptrace top`.
 
 from __future__ import annotations
 
-from ._common import (add_display_arguments, add_filter_arguments, check_display_arguments,
-                      filter_snapshot, format_site, format_size, frames_json,
-                      load_snapshot, plural, print_json, site_json)
+from ._common import (Progress, add_display_arguments, add_filter_arguments,
+                      check_display_arguments, filter_snapshot, format_site, format_size,
+                      frames_json, load_snapshot, plural, print_json, site_json)
 
 
 def add_arguments(parser) -> None:
@@ -25,9 +25,14 @@ def add_arguments(parser) -> None:
 
 def execute(args) -> int:
     check_display_arguments(args)
-    old = filter_snapshot(load_snapshot(args.old), args)
-    new = filter_snapshot(load_snapshot(args.new), args)
-    stats = new.compare_to(old, args.group_by, args.cumulative)
+    progress = Progress()
+    try:
+        old = filter_snapshot(load_snapshot(args.old, progress), args)
+        new = filter_snapshot(load_snapshot(args.new, progress), args)
+        progress.update("heaptrace: comparing the snapshots")
+        stats = new.compare_to(old, args.group_by, args.cumulative)
+    finally:
+        progress.clear()
     stats = [s for s in stats if s.size_diff or s.count_diff]
     shown = stats[: args.limit] if args.limit else stats
     rest = stats[len(shown):]

@@ -16,7 +16,8 @@ seconds, each time the process gets --signal, and at exit (after the
 program's other threads have ended).  They are named
 heaptrace-<pid>-<sequence>.snap, so their names sort by time, and each
 stores the time it was taken (snapshot.timestamp).  A snapshot is written
-under a temporary name and then renamed, so readers never see half a file.
+under a temporary name and then renamed, so readers never see half a file;
+heaptrace's own blocks are left out of it.
 With --keep K, only the newest K snapshots are kept.  Read them with
 `heaptrace top`, `diff` and `trend`.
 
@@ -43,6 +44,8 @@ from ..measure import _api, own_filters
 from ._common import EXIT_TARGET_FAILED, CLIError, one_line, plural
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Where it exists (not on Windows); elsewhere no signal is used by default.
+DEFAULT_SIGNAL = "SIGUSR1"
 
 
 def add_arguments(parser) -> None:
@@ -55,7 +58,7 @@ def add_arguments(parser) -> None:
                              "created if needed)")
     parser.add_argument("-i", "--interval", type=float, default=60.0, metavar="SECONDS",
                         help="write a snapshot every SECONDS (default 60; 0: never)")
-    parser.add_argument("-s", "--signal", default="SIGUSR1", metavar="SIGNAL",
+    parser.add_argument("-s", "--signal", default=DEFAULT_SIGNAL, metavar="SIGNAL",
                         help="write a snapshot when the process gets SIGNAL "
                              "(default SIGUSR1)")
     parser.add_argument("--no-signal", action="store_true",
@@ -189,7 +192,7 @@ def execute(args) -> int:
     if args.keep < 0:
         raise CLIError("--keep must be 0 or more")
     signum = None
-    if not args.no_signal:
+    if not args.no_signal and (args.signal != DEFAULT_SIGNAL or hasattr(signal, DEFAULT_SIGNAL)):
         signum = _parse_signal(args.signal)
     if args.module is not None:
         _check_module(args.module)

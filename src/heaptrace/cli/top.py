@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import datetime
 
-from ._common import (add_display_arguments, add_filter_arguments, check_display_arguments,
-                      filter_snapshot, format_site, format_size, frames_json,
-                      load_snapshot, plural, print_json, site_json)
+from ._common import (Progress, add_display_arguments, add_filter_arguments,
+                      check_display_arguments, filter_snapshot, format_site, format_size,
+                      frames_json, load_snapshot, plural, print_json, site_json)
 
 
 def add_arguments(parser) -> None:
@@ -26,8 +26,13 @@ def add_arguments(parser) -> None:
 
 def execute(args) -> int:
     check_display_arguments(args)
-    snapshot = load_snapshot(args.snapshot)
-    stats = filter_snapshot(snapshot, args).statistics(args.group_by, args.cumulative)
+    progress = Progress()
+    try:
+        snapshot = load_snapshot(args.snapshot, progress)
+        progress.update(f"heaptrace: grouping the blocks of {args.snapshot}")
+        stats = filter_snapshot(snapshot, args).statistics(args.group_by, args.cumulative)
+    finally:
+        progress.clear()
     shown = stats[: args.limit] if args.limit else stats
     rest = stats[len(shown):]
     total_size = sum(s.size for s in stats)
