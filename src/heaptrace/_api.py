@@ -22,6 +22,11 @@ import sys
 from collections.abc import Iterable, Sequence
 from functools import total_ordering
 
+try:
+    from heaptrace._core import SnapshotData as _SnapshotData
+except ImportError:  # pragma: no cover - engine missing or built without it
+    _SnapshotData = None
+
 _SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
@@ -221,8 +226,12 @@ class Trace:
 class _Traces(Sequence):
     """The traces of a snapshot: a read-only sequence of Trace objects.
 
-    It keeps the raw trace tuples it was given (in ``_traces``) and builds a
-    Trace only when one is asked for.
+    It holds either a list of raw trace tuples (in ``_traces``), or a
+    SnapshotData of the C engine (in ``_data``) from which raw tuples are
+    made on demand; reading ``_traces`` then builds the list once.  A Trace
+    is only built when one is asked for.  The SnapshotData made from a list
+    (for the analysis in C) is kept while the list keeps its identity and
+    length.
     """
 
     # No __slots__: a pickled snapshot restores ``_traces`` through the
@@ -231,10 +240,62 @@ class _Traces(Sequence):
     def __init__(self, traces):
         self._traces = traces
 
+    @classmethod
+    def _from_data(cls, data):
+        """A _Traces over a SnapshotData, without a list of raw tuples."""
+        self = cls.__new__(cls)
+        self._data = data
+        return self
+
+    def __getattr__(self, name):
+        # Only reached when ``_traces`` is not in the instance dict yet.
+        data = self.__dict__.get("_data")
+        if name != "_traces" or data is None:
+            raise AttributeError(name)
+        traces = self._traces = data.raw_list()
+        self._data_source = (traces, len(traces))
+        return traces
+
+    def __getstate__(self):
+        # Pickle the raw tuples only, as the standard module does.
+        return {"_traces": self._traces}
+
+    def _snapdata(self, traceback_limit):
+        """The SnapshotData of these traces, made from the list if needed.
+
+        Raise TypeError, ValueError or OverflowError when the raw tuples do
+        not fit the C tables (then only the Python code can analyse them).
+        """
+        state = self.__dict__
+        if "_traces" not in state:
+            return state["_data"]
+        traces = state["_traces"]
+        source = state.get("_data_source")
+        if (source is not None and source[0] is traces
+                and source[1] == len(traces)):
+            if source[2:]:
+                raise TypeError("raw traces not supported by SnapshotData")
+            return state["_data"]
+        if type(traceback_limit) is not int or not 0 <= traceback_limit < 2**31:
+            traceback_limit = 0
+        try:
+            data = _SnapshotData.from_raw(traces, traceback_limit, legacy=False)
+        except (TypeError, ValueError, OverflowError):
+            if isinstance(traces, list):
+                self._data_source = (traces, len(traces), "unsupported")
+            raise
+        self._data = data
+        self._data_source = (traces, len(traces))
+        return data
+
     def __len__(self):
-        return len(self._traces)
+        if "_traces" in self.__dict__:
+            return len(self._traces)
+        return len(self._data)
 
     def __getitem__(self, index):
+        if "_traces" not in self.__dict__ and type(index) is int:
+            return Trace(self._data.raw(index))
         if isinstance(index, slice):
             return tuple(Trace(raw) for raw in self._traces[index])
         return Trace(self._traces[index])
@@ -442,6 +503,57 @@ class DomainFilter(BaseFilter):
         return (domain == self.domain) ^ (not self.inclusive)
 
 
+def _equal_domains(domains, domain):
+    """The domains of *domains* that compare equal to *domain*."""
+    return tuple(value for value in domains if value == domain)
+
+
+def _filter_specs(data, filters):
+    """Describe *filters* for SnapshotData.filter(), or return None when one
+    of them needs the Python code (a subclass, or a line number that is not
+    an int).
+
+    The file name pattern of a Filter is matched once per distinct file name
+    of the snapshot, exactly as Filter._frame_matches would match it.
+    """
+    specs = []
+    strings = domains = None
+    for trace_filter in filters:
+        kind = type(trace_filter)
+        if kind is DomainFilter:
+            if domains is None:
+                domains = data.domains()
+            specs.append((True, bool(trace_filter.inclusive), None, None,
+                          False, _equal_domains(domains, trace_filter.domain)))
+        elif kind is Filter:
+            lineno = trace_filter.lineno
+            if lineno is not None and type(lineno) not in (int, bool):
+                return None
+            if strings is None:
+                strings = data.strings()
+            if lineno is not None and not 0 <= lineno < 2**32:
+                lineno = None
+                match = bytes(len(strings))    # no frame has that line
+            else:
+                if lineno is not None:
+                    lineno = int(lineno)
+                pattern = trace_filter._filename_pattern
+                match = bytes(
+                    fnmatch.fnmatch(_normalize_filename(name), pattern)
+                    for name in strings)
+            if trace_filter.domain is None:
+                equal = None
+            else:
+                if domains is None:
+                    domains = data.domains()
+                equal = _equal_domains(domains, trace_filter.domain)
+            specs.append((False, bool(trace_filter.inclusive), match, lineno,
+                          bool(trace_filter.all_frames), equal))
+        else:
+            return None
+    return specs
+
+
 def _keeps(trace, include, exclude):
     """Whether a raw trace survives a list of filters.
 
@@ -534,6 +646,25 @@ class Snapshot:
         self.traces = _Traces(traces)
         self.traceback_limit = traceback_limit
 
+    @classmethod
+    def _from_data(cls, data, traceback_limit):
+        """A Snapshot over a SnapshotData of the C engine."""
+        self = cls.__new__(cls)
+        self.traces = _Traces._from_data(data)
+        self.traceback_limit = traceback_limit
+        return self
+
+    def _snapdata(self):
+        """The SnapshotData to analyse in C, or None when the traces need the
+        Python code (no engine, or raw tuples the C tables cannot hold)."""
+        traces = self.traces
+        if _SnapshotData is None or type(traces) is not _Traces:
+            return None
+        try:
+            return traces._snapdata(self.traceback_limit)
+        except (TypeError, ValueError, OverflowError):
+            return None
+
     def dump(self, filename):
         """Write the snapshot to the file *filename*."""
         with open(filename, "wb") as stream:
@@ -559,6 +690,20 @@ class Snapshot:
         if not isinstance(filters, Iterable):
             raise TypeError("filters must be a list of filters, not %s"
                             % type(filters).__name__)
+        if filters:
+            filters = list(filters)
+            data = self._snapdata()
+            specs = _filter_specs(data, filters) if data is not None else None
+            if specs is not None:
+                try:
+                    return Snapshot._from_data(data.filter(specs),
+                                               self.traceback_limit)
+                except IndexError:
+                    pass    # an empty traceback: let the Python code raise
+        else:
+            data = self._snapdata()
+            if data is not None:
+                return Snapshot._from_data(data, self.traceback_limit)
         raw = self.traces._traces
         if filters:
             include, exclude = [], []
@@ -601,6 +746,16 @@ class Snapshot:
         (not for 'traceback') each block counts for every frame of its
         traceback, not only the most recent one.
         """
+        _check_grouping(key_type, cumulative)
+        data = self._snapdata()
+        if data is not None:
+            try:
+                groups = data.statistics(key_type, bool(cumulative))
+            except (IndexError, OverflowError, ValueError):
+                pass    # let the Python code give the standard outcome
+            else:
+                return [Statistic(Traceback(frames), size, count)
+                        for frames, size, count in groups]
         stats = list(self._grouped(key_type, cumulative).values())
         stats.sort(key=Statistic._sort_key, reverse=True)
         return stats
@@ -610,6 +765,21 @@ class Snapshot:
 
         Grouping works as in statistics(); the biggest change comes first.
         """
+        _check_grouping(key_type, cumulative)
+        data = self._snapdata()
+        old_data = (old_snapshot._snapdata()
+                    if data is not None and isinstance(old_snapshot, Snapshot)
+                    else None)
+        if old_data is not None:
+            try:
+                groups = data.compare_to(old_data, key_type, bool(cumulative))
+            except (IndexError, OverflowError, ValueError):
+                pass    # let the Python code give the standard outcome
+            else:
+                return [StatisticDiff(Traceback(frames), size, size_diff,
+                                      count, count_diff)
+                        for frames, size, size_diff, count, count_diff
+                        in groups]
         new = self._grouped(key_type, cumulative)
         old = old_snapshot._grouped(key_type, cumulative)
         diffs = _diff_groups(old, new)
@@ -644,6 +814,18 @@ def take_snapshot():
     if not engine.is_tracing():
         raise RuntimeError("the tracemalloc module must be tracing memory "
                            "allocations to take a snapshot")
+    core = getattr(engine, "_core", None)
+    if (_SnapshotData is not None and core is not None
+            and engine._get_traces is core._get_traces
+            and engine.get_traceback_limit is core.get_traceback_limit):
+        # The real engine: copy its tables into C arrays, no tuple per trace.
+        take = getattr(core, "_take_snapshot_data", None)
+        if take is not None:
+            data = take()
+            return Snapshot._from_data(data, data.traceback_limit)
+        limit = core.get_traceback_limit()
+        data = _SnapshotData.from_raw(core._get_traces(), limit)
+        return Snapshot._from_data(data, limit)
     traces = engine._get_traces()
     return Snapshot(traces, engine.get_traceback_limit())
 

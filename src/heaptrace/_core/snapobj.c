@@ -1,0 +1,974 @@
+/* snapobj.c: the Python type heaptrace._core.SnapshotData.
+ *
+ * A SnapshotData owns one frozen snapshot (ht_snap, snapshot.h) and is the
+ * thin binding between it and the Python layer (heaptrace._api): it builds
+ * one from raw trace tuples, hands traces back as raw tuples on demand, and
+ * runs the analysis of analysis.c, converting ids to Python objects only for
+ * the results.
+ *
+ * The Python objects it gives out are made lazily and cached per interned
+ * id: one str per file name, one (filename, lineno) tuple per frame, one
+ * frames tuple per traceback, so that a million raw tuples share their
+ * tracebacks as they do in the standard module.  When built from raw
+ * tuples, the caches start out holding the caller's own str and frames
+ * objects.
+ */
+#include "snapobj.h"
+
+#include <string.h>
+
+#include "alloc.h"
+#include "analysis.h"
+#include "snapdata.h"
+
+typedef struct {
+    PyObject_HEAD
+    ht_snap s;
+    PyObject **str_objs;    /* nstrings entries, NULL until made */
+    PyObject **frame_objs;  /* nframes entries */
+    PyObject **tb_objs;     /* ntracebacks entries */
+} SnapObj;
+
+static PyTypeObject SnapObj_Type;
+
+#define SnapObj_Check(op) PyObject_TypeCheck(op, &SnapObj_Type)
+
+/* ---- lifetime -------------------------------------------------------------------- */
+
+static void
+clear_cache(PyObject **objs, size_t n)
+{
+    if (objs == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        Py_XDECREF(objs[i]);
+    }
+    PyMem_Free(objs);
+}
+
+static void
+snapobj_dealloc(SnapObj *self)
+{
+    clear_cache(self->str_objs, self->s.nstrings);
+    clear_cache(self->frame_objs, self->s.nframes);
+    clear_cache(self->tb_objs, self->s.ntracebacks);
+    ht_snap_free(&self->s);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyObject *
+ht_snapobj_new(ht_snap *s)
+{
+    SnapObj *self = PyObject_New(SnapObj, &SnapObj_Type);
+    if (self == NULL) {
+        ht_snap_free(s);
+        return NULL;
+    }
+    self->s = *s;
+    memset(s, 0, sizeof(*s));
+    self->str_objs = PyMem_Calloc(self->s.nstrings ? self->s.nstrings : 1, sizeof(PyObject *));
+    self->frame_objs = PyMem_Calloc(self->s.nframes ? self->s.nframes : 1, sizeof(PyObject *));
+    self->tb_objs = PyMem_Calloc(self->s.ntracebacks ? self->s.ntracebacks : 1,
+                                 sizeof(PyObject *));
+    if (self->str_objs == NULL || self->frame_objs == NULL || self->tb_objs == NULL) {
+        Py_DECREF(self);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* Raise the Python exception for an HT_AN_* code; returns NULL. */
+static PyObject *
+analysis_error(int rc)
+{
+    switch (rc) {
+    case HT_AN_NOMEM:
+        return PyErr_NoMemory();
+    case HT_AN_EMPTY:
+        PyErr_SetString(PyExc_IndexError, "empty traceback");
+        return NULL;
+    case HT_AN_OVERFLOW:
+        PyErr_SetString(PyExc_OverflowError, "sizes too large to add up");
+        return NULL;
+    default:
+        PyErr_SetString(PyExc_ValueError, "invalid analysis request");
+        return NULL;
+    }
+}
+
+/* ---- lazy Python objects --------------------------------------------------------- */
+
+static PyObject *
+str_obj(SnapObj *self, uint32_t id)
+{
+    if (self->str_objs[id] == NULL) {
+        const ht_snap *s = &self->s;
+        self->str_objs[id] = PyUnicode_DecodeUTF8(
+            s->str_blob + s->str_off[id],
+            (Py_ssize_t)(s->str_off[id + 1] - s->str_off[id]), "surrogatepass");
+    }
+    return self->str_objs[id];   /* borrowed */
+}
+
+static PyObject *
+frame_obj(SnapObj *self, uint32_t f)
+{
+    if (self->frame_objs[f] == NULL) {
+        PyObject *name = str_obj(self, self->s.frame_file[f]);
+        if (name == NULL) {
+            return NULL;
+        }
+        PyObject *line = PyLong_FromUnsignedLong(self->s.frame_line[f]);
+        if (line == NULL) {
+            return NULL;
+        }
+        self->frame_objs[f] = PyTuple_Pack(2, name, line);
+        Py_DECREF(line);
+    }
+    return self->frame_objs[f];   /* borrowed */
+}
+
+static PyObject *
+tb_obj(SnapObj *self, uint32_t tb)
+{
+    if (self->tb_objs[tb] == NULL) {
+        uint32_t lo = self->s.tb_off[tb], hi = self->s.tb_off[tb + 1];
+        PyObject *t = PyTuple_New(hi - lo);
+        if (t == NULL) {
+            return NULL;
+        }
+        for (uint32_t i = lo; i < hi; i++) {
+            PyObject *f = frame_obj(self, self->s.tb_frames[i]);
+            if (f == NULL) {
+                Py_DECREF(t);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(t, i - lo, Py_NewRef(f));
+        }
+        self->tb_objs[tb] = t;
+    }
+    return self->tb_objs[tb];   /* borrowed */
+}
+
+static PyObject *
+raw_trace(SnapObj *self, uint64_t i)
+{
+    uint32_t tb = self->s.tr_tb[i];
+    PyObject *frames = tb_obj(self, tb);
+    if (frames == NULL) {
+        return NULL;
+    }
+    int32_t total = self->s.tb_total[tb];
+    if (total < 0) {
+        return Py_BuildValue("(IKOO)", self->s.tr_domain[i],
+                             (unsigned long long)self->s.tr_size[i], frames, Py_None);
+    }
+    return Py_BuildValue("(IKOi)", self->s.tr_domain[i],
+                         (unsigned long long)self->s.tr_size[i], frames, (int)total);
+}
+
+/* ---- from_raw ---------------------------------------------------------------------- */
+
+/* A growable array of fixed-size items. */
+typedef struct {
+    void *p;
+    size_t n, cap, item;
+} vec;
+
+static int
+vec_push(vec *v, const void *x, size_t count)
+{
+    if (v->n + count > v->cap) {
+        size_t cap = v->cap ? v->cap : 64;
+        while (cap < v->n + count) {
+            cap *= 2;
+        }
+        void *p = ht_realloc(v->p, cap * v->item);
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        v->p = p;
+        v->cap = cap;
+    }
+    memcpy((char *)v->p + v->n * v->item, x, count * v->item);
+    v->n += count;
+    return 0;
+}
+
+typedef struct {
+    PyObject *strdict;     /* str -> string id */
+    PyObject *tbdict;      /* (frames, total) -> traceback id */
+    ht_u64map framemap;    /* string id << 32 | lineno -> frame id */
+    ht_u64map ptrmap;      /* address of a frames tuple -> traceback id */
+    vec str_off, blob, frame_file, frame_line, tb_off, tb_frames, tb_total;
+} builder;
+
+static int
+check_uint(PyObject *v, unsigned long long max, const char *what,
+           unsigned long long *out)
+{
+    if (!PyLong_CheckExact(v)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what,
+                     Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (x == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    unsigned long long u;
+    if (overflow < 0 || (overflow == 0 && x < 0)) {
+        goto bad;
+    }
+    if (overflow > 0) {
+        u = PyLong_AsUnsignedLongLong(v);
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            goto bad;
+        }
+    }
+    else {
+        u = (unsigned long long)x;
+    }
+    if (u > max) {
+        goto bad;
+    }
+    *out = u;
+    return 0;
+bad:
+    PyErr_Format(PyExc_ValueError, "%s out of range: %R", what, v);
+    return -1;
+}
+
+static int
+intern_string(builder *b, PyObject *name, uint32_t *id)
+{
+    PyObject *known = PyDict_GetItemWithError(b->strdict, name);
+    if (known != NULL) {
+        *id = (uint32_t)PyLong_AsUnsignedLong(known);
+        return 0;
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (b->str_off.n - 1 >= UINT32_MAX - 1) {
+        PyErr_SetString(PyExc_ValueError, "too many file names");
+        return -1;
+    }
+    PyObject *bytes = PyUnicode_AsEncodedString(name, "utf-8", "surrogatepass");
+    if (bytes == NULL) {
+        return -1;
+    }
+    int rc = vec_push(&b->blob, PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes));
+    Py_DECREF(bytes);
+    uint64_t end = b->blob.n;
+    if (rc < 0 || vec_push(&b->str_off, &end, 1) < 0) {
+        return -1;
+    }
+    *id = (uint32_t)(b->str_off.n - 2);
+    PyObject *idobj = PyLong_FromUnsignedLong(*id);
+    if (idobj == NULL) {
+        return -1;
+    }
+    rc = PyDict_SetItem(b->strdict, name, idobj);
+    Py_DECREF(idobj);
+    return rc;
+}
+
+/* Traceback id of (frames, total); creates it when new. */
+static int
+intern_traceback(builder *b, PyObject *frames, PyObject *total_obj, int32_t total,
+                 uint32_t *id)
+{
+    uint32_t known;
+    if (ht_u64map_get(&b->ptrmap, (uint64_t)(uintptr_t)frames, &known)
+        && ((int32_t *)b->tb_total.p)[known] == total) {
+        *id = known;
+        return 0;
+    }
+    if (!PyTuple_CheckExact(frames)) {
+        PyErr_Format(PyExc_TypeError, "frames must be a tuple, not %.100s",
+                     Py_TYPE(frames)->tp_name);
+        return -1;
+    }
+    Py_ssize_t nf = PyTuple_GET_SIZE(frames);
+    for (Py_ssize_t k = 0; k < nf; k++) {
+        PyObject *fr = PyTuple_GET_ITEM(frames, k);
+        unsigned long long line;
+        if (!PyTuple_CheckExact(fr) || PyTuple_GET_SIZE(fr) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a frame must be a (filename, lineno) tuple");
+            return -1;
+        }
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(fr, 0))) {
+            PyErr_SetString(PyExc_TypeError, "a frame's filename must be a str");
+            return -1;
+        }
+        if (check_uint(PyTuple_GET_ITEM(fr, 1), UINT32_MAX, "lineno", &line) < 0) {
+            return -1;
+        }
+    }
+    PyObject *key = PyTuple_Pack(2, frames, total_obj);
+    if (key == NULL) {
+        return -1;
+    }
+    PyObject *found = PyDict_GetItemWithError(b->tbdict, key);
+    if (found != NULL) {
+        *id = (uint32_t)PyLong_AsUnsignedLong(found);
+        Py_DECREF(key);
+        return ht_u64map_put(&b->ptrmap, (uint64_t)(uintptr_t)frames, *id) < 0
+               ? (PyErr_NoMemory(), -1) : 0;
+    }
+    if (PyErr_Occurred() || b->tb_off.n - 1 >= UINT32_MAX - 1) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "too many tracebacks");
+        }
+        Py_DECREF(key);
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < nf; k++) {
+        PyObject *fr = PyTuple_GET_ITEM(frames, k);
+        uint32_t sid, fid;
+        unsigned long long line;
+        if (intern_string(b, PyTuple_GET_ITEM(fr, 0), &sid) < 0
+            || check_uint(PyTuple_GET_ITEM(fr, 1), UINT32_MAX, "lineno", &line) < 0) {
+            Py_DECREF(key);
+            return -1;
+        }
+        uint64_t fkey = ((uint64_t)sid << 32) | line;
+        if (!ht_u64map_get(&b->framemap, fkey, &fid)) {
+            uint32_t l32 = (uint32_t)line;
+            fid = (uint32_t)b->frame_file.n;
+            if (fid >= UINT32_MAX - 1 || ht_u64map_put(&b->framemap, fkey, fid) < 0
+                || vec_push(&b->frame_file, &sid, 1) < 0
+                || vec_push(&b->frame_line, &l32, 1) < 0) {
+                if (!PyErr_Occurred()) {
+                    PyErr_NoMemory();
+                }
+                Py_DECREF(key);
+                return -1;
+            }
+        }
+        if (vec_push(&b->tb_frames, &fid, 1) < 0) {
+            Py_DECREF(key);
+            return -1;
+        }
+    }
+    if (b->tb_frames.n > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many frames");
+        Py_DECREF(key);
+        return -1;
+    }
+    uint32_t end = (uint32_t)b->tb_frames.n;
+    *id = (uint32_t)(b->tb_off.n - 1);
+    PyObject *idobj = PyLong_FromUnsignedLong(*id);
+    int rc = idobj == NULL ? -1 : PyDict_SetItem(b->tbdict, key, idobj);
+    Py_XDECREF(idobj);
+    Py_DECREF(key);
+    if (rc < 0 || vec_push(&b->tb_off, &end, 1) < 0 || vec_push(&b->tb_total, &total, 1) < 0) {
+        return -1;
+    }
+    if (ht_u64map_put(&b->ptrmap, (uint64_t)(uintptr_t)frames, *id) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static int
+convert_trace(builder *b, ht_snap *s, uint64_t i, PyObject *item, int legacy)
+{
+    if (!PyTuple_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "a raw trace must be a tuple, not %.100s",
+                     Py_TYPE(item)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(item);
+    if (n != 4 && !(legacy && n == 3)) {
+        PyErr_Format(PyExc_ValueError,
+                     "a raw trace must be (domain, size, frames, total_nframe), "
+                     "got a tuple of %zd items", n);
+        return -1;
+    }
+    unsigned long long domain, size, total = 0;
+    PyObject *total_obj = n == 4 ? PyTuple_GET_ITEM(item, 3) : Py_None;
+    if (check_uint(PyTuple_GET_ITEM(item, 0), UINT32_MAX, "domain", &domain) < 0
+        || check_uint(PyTuple_GET_ITEM(item, 1), (unsigned long long)INT64_MAX, "size",
+                      &size) < 0
+        || (total_obj != Py_None
+            && check_uint(total_obj, INT32_MAX, "total_nframe", &total) < 0)) {
+        return -1;
+    }
+    uint32_t tb;
+    if (intern_traceback(b, PyTuple_GET_ITEM(item, 2), total_obj,
+                         total_obj == Py_None ? -1 : (int32_t)total, &tb) < 0) {
+        return -1;
+    }
+    s->tr_domain[i] = (uint32_t)domain;
+    s->tr_size[i] = size;
+    s->tr_tb[i] = tb;
+    return 0;
+}
+
+/* Move the builder's tables into *s. */
+static void
+builder_finish(builder *b, ht_snap *s)
+{
+    s->nstrings = (uint32_t)(b->str_off.n - 1);
+    s->str_off = b->str_off.p;
+    s->str_blob = b->blob.p;
+    s->nframes = (uint32_t)b->frame_file.n;
+    s->frame_file = b->frame_file.p;
+    s->frame_line = b->frame_line.p;
+    s->ntracebacks = (uint32_t)(b->tb_off.n - 1);
+    s->tb_off = b->tb_off.p;
+    s->tb_frames = b->tb_frames.p;
+    s->tb_total = b->tb_total.p;
+    b->str_off.p = b->blob.p = b->frame_file.p = b->frame_line.p = NULL;
+    b->tb_off.p = b->tb_frames.p = b->tb_total.p = NULL;
+}
+
+static void
+builder_free(builder *b)
+{
+    Py_XDECREF(b->strdict);
+    Py_XDECREF(b->tbdict);
+    ht_u64map_free(&b->framemap);
+    ht_u64map_free(&b->ptrmap);
+    free(b->str_off.p);
+    free(b->blob.p);
+    free(b->frame_file.p);
+    free(b->frame_line.p);
+    free(b->tb_off.p);
+    free(b->tb_frames.p);
+    free(b->tb_total.p);
+}
+
+/* Seed the caches with the caller's str and frames objects. */
+static int
+fill_caches(SnapObj *self, builder *b)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(b->strdict, &pos, &key, &value)) {
+        self->str_objs[PyLong_AsUnsignedLong(value)] = Py_NewRef(key);
+    }
+    pos = 0;
+    while (PyDict_Next(b->tbdict, &pos, &key, &value)) {
+        self->tb_objs[PyLong_AsUnsignedLong(value)] = Py_NewRef(PyTuple_GET_ITEM(key, 0));
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(from_raw_doc,
+"from_raw(traces, traceback_limit, /, *, legacy=True)\n--\n\n"
+"Build a SnapshotData from raw trace tuples (domain, size, frames,\n"
+"total_nframe), frames being a tuple of (filename, lineno) tuples, most\n"
+"recent first.  With legacy, 3-tuples (no total_nframe) are accepted too.\n"
+"Raise TypeError or ValueError on a malformed trace.");
+
+static PyObject *
+snapobj_from_raw(PyObject *Py_UNUSED(cls), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"", "", "legacy", NULL};
+    PyObject *traces;
+    int limit;
+    int legacy = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oi|$p:from_raw", kwlist,
+                                     &traces, &limit, &legacy)) {
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(traces, "traces must be a sequence of raw traces");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    ht_snap s;
+    memset(&s, 0, sizeof(s));
+    s.traceback_limit = limit;
+    builder b;
+    memset(&b, 0, sizeof(b));
+    b.str_off.item = sizeof(uint64_t);
+    b.blob.item = 1;
+    b.frame_file.item = b.frame_line.item = sizeof(uint32_t);
+    b.tb_off.item = b.tb_frames.item = sizeof(uint32_t);
+    b.tb_total.item = sizeof(int32_t);
+    uint64_t zero64 = 0;
+    uint32_t zero32 = 0;
+    SnapObj *self = NULL;
+    b.strdict = PyDict_New();
+    b.tbdict = PyDict_New();
+    if (b.strdict == NULL || b.tbdict == NULL
+        || vec_push(&b.str_off, &zero64, 1) < 0 || vec_push(&b.tb_off, &zero32, 1) < 0) {
+        goto error;
+    }
+    s.ntraces = (uint64_t)n;
+    s.tr_domain = ht_malloc((n ? n : 1) * sizeof(uint32_t));
+    s.tr_size = ht_malloc((n ? n : 1) * sizeof(uint64_t));
+    s.tr_tb = ht_malloc((n ? n : 1) * sizeof(uint32_t));
+    if (s.tr_domain == NULL || s.tr_size == NULL || s.tr_tb == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (convert_trace(&b, &s, (uint64_t)i, items[i], legacy) < 0) {
+            goto error;
+        }
+    }
+    builder_finish(&b, &s);
+    self = (SnapObj *)ht_snapobj_new(&s);
+    if (self == NULL) {
+        goto error;
+    }
+    fill_caches(self, &b);
+    builder_free(&b);
+    Py_DECREF(seq);
+    return (PyObject *)self;
+error:
+    builder_free(&b);
+    ht_snap_free(&s);
+    Py_DECREF(seq);
+    return NULL;
+}
+
+/* ---- sequence of raw traces -------------------------------------------------------- */
+
+static Py_ssize_t
+snapobj_len(SnapObj *self)
+{
+    return (Py_ssize_t)self->s.ntraces;
+}
+
+PyDoc_STRVAR(raw_doc,
+"raw($self, index, /)\n--\n\n"
+"The raw tuple (domain, size, frames, total_nframe) of trace index\n"
+"(negative counts from the end).  IndexError when out of range.");
+
+static PyObject *
+snapobj_raw(SnapObj *self, PyObject *arg)
+{
+    Py_ssize_t i = PyNumber_AsSsize_t(arg, PyExc_IndexError);
+    if (i == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t n = (Py_ssize_t)self->s.ntraces;
+    if (i < 0) {
+        i += n;
+    }
+    if (i < 0 || i >= n) {
+        PyErr_SetString(PyExc_IndexError, "trace index out of range");
+        return NULL;
+    }
+    return raw_trace(self, (uint64_t)i);
+}
+
+PyDoc_STRVAR(raw_list_doc,
+"raw_list($self, /)\n--\n\n"
+"A new list of the raw tuples of every trace, in order.");
+
+static PyObject *
+snapobj_raw_list(SnapObj *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *list = PyList_New((Py_ssize_t)self->s.ntraces);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (uint64_t i = 0; i < self->s.ntraces; i++) {
+        PyObject *t = raw_trace(self, i);
+        if (t == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(strings_doc,
+"strings($self, /)\n--\n\n"
+"A tuple of the interned file names; the match tables of filter() are\n"
+"indexed like it.");
+
+static PyObject *
+snapobj_strings(SnapObj *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *t = PyTuple_New(self->s.nstrings);
+    if (t == NULL) {
+        return NULL;
+    }
+    for (uint32_t i = 0; i < self->s.nstrings; i++) {
+        PyObject *str = str_obj(self, i);
+        if (str == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, Py_NewRef(str));
+    }
+    return t;
+}
+
+PyDoc_STRVAR(domains_doc,
+"domains($self, /)\n--\n\n"
+"A sorted tuple of the distinct domains of the traces.");
+
+static PyObject *
+snapobj_domains(SnapObj *self, PyObject *Py_UNUSED(ignored))
+{
+    ht_u64map seen;
+    memset(&seen, 0, sizeof(seen));
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        return NULL;
+    }
+    uint32_t dummy;
+    for (uint64_t i = 0; i < self->s.ntraces; i++) {
+        uint32_t d = self->s.tr_domain[i];
+        if (ht_u64map_get(&seen, d, &dummy)) {
+            continue;
+        }
+        PyObject *v = PyLong_FromUnsignedLong(d);
+        if (v == NULL || ht_u64map_put(&seen, d, 0) < 0 || PyList_Append(list, v) < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_NoMemory();
+            }
+            Py_XDECREF(v);
+            Py_DECREF(list);
+            ht_u64map_free(&seen);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    ht_u64map_free(&seen);
+    if (PyList_Sort(list) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    PyObject *t = PyList_AsTuple(list);
+    Py_DECREF(list);
+    return t;
+}
+
+/* ---- analysis ------------------------------------------------------------------------- */
+
+static int
+parse_key_type(PyObject *key_type, int cumulative)
+{
+    int k = -1;
+    if (PyUnicode_Check(key_type)) {
+        if (PyUnicode_CompareWithASCIIString(key_type, "traceback") == 0) {
+            k = HT_KEY_TRACEBACK;
+        }
+        else if (PyUnicode_CompareWithASCIIString(key_type, "lineno") == 0) {
+            k = HT_KEY_LINENO;
+        }
+        else if (PyUnicode_CompareWithASCIIString(key_type, "filename") == 0) {
+            k = HT_KEY_FILENAME;
+        }
+    }
+    if (k < 0 || (cumulative && k == HT_KEY_TRACEBACK)) {
+        PyErr_Format(PyExc_ValueError, "bad key_type %R (cumulative=%d)", key_type,
+                     cumulative);
+        return -1;
+    }
+    return k;
+}
+
+/* The frames tuple (most recent first) naming group g. */
+static PyObject *
+group_frames(SnapObj *owner, int key_type, const ht_group *g)
+{
+    if (key_type == HT_KEY_TRACEBACK) {
+        return Py_XNewRef(tb_obj(owner, g->rep));
+    }
+    if (key_type == HT_KEY_LINENO) {
+        if (g->rep == HT_REP_EMPTY) {
+            return PyTuple_New(0);
+        }
+        PyObject *f = frame_obj(owner, g->rep);
+        return f == NULL ? NULL : PyTuple_Pack(1, f);
+    }
+    PyObject *name = str_obj(owner, g->rep);
+    if (name == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("((Oi))", name, 0);
+}
+
+PyDoc_STRVAR(statistics_doc,
+"statistics($self, key_type, cumulative, /)\n--\n\n"
+"The groups of Snapshot.statistics(), sorted: a list of\n"
+"(frames most recent first, size, count).  IndexError for an empty\n"
+"traceback grouped by 'filename', OverflowError when sums overflow.");
+
+static PyObject *
+snapobj_statistics(SnapObj *self, PyObject *args)
+{
+    PyObject *key_type;
+    int cumulative;
+    if (!PyArg_ParseTuple(args, "Op:statistics", &key_type, &cumulative)) {
+        return NULL;
+    }
+    int k = parse_key_type(key_type, cumulative);
+    if (k < 0) {
+        return NULL;
+    }
+    ht_groups out;
+    int rc = ht_statistics(&self->s, k, cumulative, &out);
+    if (rc != 0) {
+        return analysis_error(rc);
+    }
+    PyObject *list = PyList_New((Py_ssize_t)out.ngroups);
+    for (size_t i = 0; list != NULL && i < out.ngroups; i++) {
+        const ht_group *g = &out.groups[i];
+        PyObject *frames = group_frames(self, k, g);
+        PyObject *item = frames == NULL ? NULL
+            : Py_BuildValue("(NKK)", frames, (unsigned long long)g->size[0],
+                            (unsigned long long)g->count[0]);
+        if (item == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    ht_groups_free(&out);
+    return list;
+}
+
+PyDoc_STRVAR(compare_to_doc,
+"compare_to($self, old, key_type, cumulative, /)\n--\n\n"
+"The groups of Snapshot.compare_to(old), sorted: a list of\n"
+"(frames most recent first, size, size_diff, count, count_diff).\n"
+"Same errors as statistics().");
+
+static PyObject *
+snapobj_compare_to(SnapObj *self, PyObject *args)
+{
+    PyObject *old, *key_type;
+    int cumulative;
+    if (!PyArg_ParseTuple(args, "O!Op:compare_to", &SnapObj_Type, &old, &key_type,
+                          &cumulative)) {
+        return NULL;
+    }
+    int k = parse_key_type(key_type, cumulative);
+    if (k < 0) {
+        return NULL;
+    }
+    ht_groups out;
+    int rc = ht_compare(&self->s, &((SnapObj *)old)->s, k, cumulative, &out);
+    if (rc != 0) {
+        return analysis_error(rc);
+    }
+    PyObject *list = PyList_New((Py_ssize_t)out.ngroups);
+    for (size_t i = 0; list != NULL && i < out.ngroups; i++) {
+        const ht_group *g = &out.groups[i];
+        PyObject *frames = group_frames(g->snap ? (SnapObj *)old : self, k, g);
+        PyObject *item = frames == NULL ? NULL
+            : Py_BuildValue("(NKLKL)", frames, (unsigned long long)g->size[0],
+                            (long long)g->size[0] - (long long)g->size[1],
+                            (unsigned long long)g->count[0],
+                            (long long)g->count[0] - (long long)g->count[1]);
+        if (item == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    ht_groups_free(&out);
+    return list;
+}
+
+/* Parse one filter description (see filter_doc) into *f; the buffers it
+ * points to are kept alive by `keep` (bytes objects) or allocated in
+ * *domains (freed by the caller). */
+static int
+parse_filter(SnapObj *self, PyObject *spec, ht_filter *f, uint32_t **domains)
+{
+    PyObject *match, *lineno, *doms;
+    int is_domain, inclusive, all_frames;
+    if (!PyTuple_Check(spec)
+        || !PyArg_ParseTuple(spec, "ppOOpO;a filter description is (is_domain, "
+                             "inclusive, match, lineno, all_frames, domains)",
+                             &is_domain, &inclusive, &match, &lineno, &all_frames, &doms)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "a filter description must be a tuple");
+        }
+        return -1;
+    }
+    memset(f, 0, sizeof(*f));
+    f->is_domain = is_domain;
+    f->inclusive = inclusive;
+    f->all_frames = all_frames;
+    if (!is_domain) {
+        if (!PyBytes_Check(match) || (size_t)PyBytes_GET_SIZE(match) != self->s.nstrings) {
+            PyErr_SetString(PyExc_ValueError,
+                            "match must be bytes with one byte per string");
+            return -1;
+        }
+        f->str_match = (const unsigned char *)PyBytes_AS_STRING(match);
+        if (lineno != Py_None) {
+            unsigned long long line;
+            if (check_uint(lineno, UINT32_MAX, "lineno", &line) < 0) {
+                return -1;
+            }
+            f->has_lineno = 1;
+            f->lineno = (uint32_t)line;
+        }
+    }
+    if (doms != Py_None) {
+        PyObject *seq = PySequence_Fast(doms, "domains must be a sequence");
+        if (seq == NULL) {
+            return -1;
+        }
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        *domains = PyMem_Malloc((n ? n : 1) * sizeof(uint32_t));
+        if (*domains == NULL) {
+            Py_DECREF(seq);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned long long d;
+            if (check_uint(PySequence_Fast_GET_ITEM(seq, i), UINT32_MAX, "domain", &d) < 0) {
+                Py_DECREF(seq);
+                return -1;
+            }
+            (*domains)[i] = (uint32_t)d;
+        }
+        Py_DECREF(seq);
+        f->has_domain = 1;
+        f->domains = *domains;
+        f->ndomains = (size_t)n;
+    }
+    else if (is_domain) {
+        PyErr_SetString(PyExc_ValueError, "a domain filter needs its domains");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(filter_doc,
+"filter($self, filters, /)\n--\n\n"
+"A new SnapshotData with the traces that pass filters, a sequence of\n"
+"descriptions (is_domain, inclusive, match, lineno, all_frames, domains):\n"
+"match is bytes with one byte per entry of strings(), non-zero where the\n"
+"filename pattern matches; lineno is None or an int; domains is None (no\n"
+"domain condition) or the domain values equal to the filter's domain.\n"
+"IndexError when a filter would read the frame of an empty traceback.");
+
+static PyObject *
+snapobj_filter(SnapObj *self, PyObject *filters)
+{
+    PyObject *seq = PySequence_Fast(filters, "filters must be a sequence");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    ht_filter *fs = PyMem_Calloc(n ? n : 1, sizeof(*fs));
+    uint32_t **doms = PyMem_Calloc(n ? n : 1, sizeof(*doms));
+    PyObject *result = NULL;
+    if (fs == NULL || doms == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (parse_filter(self, PySequence_Fast_GET_ITEM(seq, i), &fs[i], &doms[i]) < 0) {
+            goto done;
+        }
+    }
+    ht_snap out;
+    int rc = ht_filter_snap(&self->s, fs, (size_t)n, &out);
+    if (rc != 0) {
+        analysis_error(rc);
+        goto done;
+    }
+    SnapObj *res = (SnapObj *)ht_snapobj_new(&out);
+    if (res == NULL) {
+        goto done;
+    }
+    /* Same tables: share the Python objects made so far. */
+    for (uint32_t i = 0; i < self->s.nstrings; i++) {
+        res->str_objs[i] = Py_XNewRef(self->str_objs[i]);
+    }
+    for (uint32_t i = 0; i < self->s.nframes; i++) {
+        res->frame_objs[i] = Py_XNewRef(self->frame_objs[i]);
+    }
+    for (uint32_t i = 0; i < self->s.ntracebacks; i++) {
+        res->tb_objs[i] = Py_XNewRef(self->tb_objs[i]);
+    }
+    result = (PyObject *)res;
+done:
+    if (doms != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyMem_Free(doms[i]);
+        }
+    }
+    PyMem_Free(doms);
+    PyMem_Free(fs);
+    Py_DECREF(seq);
+    return result;
+}
+
+static PyObject *
+snapobj_get_limit(SnapObj *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->s.traceback_limit);
+}
+
+/* ---- the type ---------------------------------------------------------------------------- */
+
+static PyMethodDef snapobj_methods[] = {
+    {"from_raw", (PyCFunction)(void (*)(void))snapobj_from_raw,
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS, from_raw_doc},
+    {"raw", (PyCFunction)snapobj_raw, METH_O, raw_doc},
+    {"raw_list", (PyCFunction)snapobj_raw_list, METH_NOARGS, raw_list_doc},
+    {"strings", (PyCFunction)snapobj_strings, METH_NOARGS, strings_doc},
+    {"domains", (PyCFunction)snapobj_domains, METH_NOARGS, domains_doc},
+    {"statistics", (PyCFunction)snapobj_statistics, METH_VARARGS, statistics_doc},
+    {"compare_to", (PyCFunction)snapobj_compare_to, METH_VARARGS, compare_to_doc},
+    {"filter", (PyCFunction)snapobj_filter, METH_O, filter_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef snapobj_getset[] = {
+    {"traceback_limit", (getter)snapobj_get_limit, NULL,
+     "The traceback limit the traces were recorded with.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods snapobj_as_sequence = {
+    .sq_length = (lenfunc)snapobj_len,
+};
+
+PyDoc_STRVAR(snapobj_doc,
+"The traces of a snapshot in compact C tables, and their analysis.\n\n"
+"Made by SnapshotData.from_raw() or by the engine; immutable.");
+
+static PyTypeObject SnapObj_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "heaptrace._core.SnapshotData",
+    .tp_basicsize = sizeof(SnapObj),
+    .tp_dealloc = (destructor)snapobj_dealloc,
+    .tp_as_sequence = &snapobj_as_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = snapobj_doc,
+    .tp_methods = snapobj_methods,
+    .tp_getset = snapobj_getset,
+};
+
+int
+ht_snapobj_register(PyObject *module)
+{
+    if (PyType_Ready(&SnapObj_Type) < 0) {
+        return -1;
+    }
+    Py_INCREF(&SnapObj_Type);
+    if (PyModule_AddObject(module, "SnapshotData", (PyObject *)&SnapObj_Type) < 0) {
+        Py_DECREF(&SnapObj_Type);
+        return -1;
+    }
+    return 0;
+}
