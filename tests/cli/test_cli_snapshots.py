@@ -132,7 +132,10 @@ def test_top_text(service_run):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Top 3 lines of ")
-    assert [line[:3] for line in lines[1:4]] == ["#1:", "#2:", "#3:"]
+    ranks = [line for line in lines if line.startswith("#")]
+    assert [line[:3] for line in ranks] == ["#1:", "#2:", "#3:"]
+    leak = next(i for i, line in enumerate(lines) if f"service.py:{LEAK_LINE}:" in line)
+    assert lines[leak + 1] == "    sessions.append(bytearray(500))  # LEAK"   # its source
     assert lines[-1].startswith("Total: ")
     traceback_view = run_heaptrace("top", snapshots_in(folder)[-1], "-g", "traceback", "-l", "1")
     assert "service.py" in traceback_view.stdout

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import linecache
 import os
+import runpy
 import sys
 from typing import Optional
 
-from ..measure import _api, format_size
+from ..measure import _api, format_size, own_locations
 
 __all__ = ["CLIError", "EXIT_OK", "EXIT_TARGET_FAILED", "EXIT_USAGE", "load_snapshot",
            "add_filter_arguments", "filter_snapshot", "add_display_arguments",
@@ -119,27 +120,48 @@ def short_path(filename: str, full: bool = False) -> str:
     return os.sep.join(filename.split(os.sep)[-2:])
 
 
+_LAUNCHERS = None
+
+
+def _is_launcher(filename: str) -> bool:
+    """True for the frames below a program that `heaptrace run` ran: heaptrace's
+    own files and runpy."""
+    global _LAUNCHERS
+    if _LAUNCHERS is None:
+        prefixes, files = own_locations()
+        _LAUNCHERS = (prefixes, files | {runpy.__file__, "<frozen runpy>"})
+    prefixes, files = _LAUNCHERS
+    return filename.startswith(prefixes) or filename in files
+
+
 def ordered_frames(traceback) -> list:
-    """The frames of an API Traceback, most recent first."""
-    return list(reversed(list(traceback)))
+    """The frames of an API Traceback, most recent first.
+
+    The frames through which `heaptrace run` started the program (heaptrace's
+    own and runpy's) are cut off: they are the same under every allocation.
+    """
+    frames = list(reversed(list(traceback)))
+    for index, frame in enumerate(frames):
+        if index and _is_launcher(frame.filename):
+            return frames[:index]
+    return frames
 
 
 def format_site(traceback, group_by: str, full: bool = False) -> list:
-    """Text lines naming the site of a statistic: ``file:line`` (plus its source
-    line), a file name, or a whole traceback, most recent frame first."""
+    """Text lines naming the site of a statistic: a file name, or ``file:line``
+    followed by its indented source line, for one frame or for a whole
+    traceback (most recent frame first)."""
     frames = ordered_frames(traceback)
     if group_by == "filename":
         return [short_path(frames[0].filename, full)]
     if group_by == "lineno":
-        frame = frames[0]
-        source = linecache.getline(frame.filename, frame.lineno).strip()
-        text = f"{short_path(frame.filename, full)}:{frame.lineno}"
-        return [text + (f": {source}" if source else "")]
+        frames = frames[:1]
     lines = []
     for frame in frames:
+        lines.append(f"{short_path(frame.filename, full)}:{frame.lineno}")
         source = linecache.getline(frame.filename, frame.lineno).strip()
-        lines.append(f"{short_path(frame.filename, full)}:{frame.lineno}"
-                     + (f": {source}" if source else ""))
+        if source:
+            lines.append(f"    {source}")
     return lines
 
 

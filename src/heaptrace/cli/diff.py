@@ -52,7 +52,8 @@ def execute(args) -> int:
             "total": {"size_diff": size_diff, "count_diff": count_diff},
         })
         return 0
-    print(f"Top {len(shown)} differences, {args.new} compared to {args.old}"
+    print(f"Top {len(shown)} difference{'s' if len(shown) != 1 else ''}, "
+          f"{args.new} compared to {args.old}"
           f"{' (cumulative)' if args.cumulative else ''}")
     for rank, stat in enumerate(shown, 1):
         site = format_site(stat.traceback, args.group_by, args.full_paths)
@@ -60,10 +61,12 @@ def execute(args) -> int:
                    f"now {format_size(stat.size)} in {plural(stat.count, 'block')}")
         if args.group_by == "traceback":
             print(f"#{rank}: {summary}")
-            for line in site:
-                print(f"    {line}")
+            body = ["    " + line for line in site]
         else:
             print(f"#{rank}: {site[0]}: {summary}")
+            body = site[1:]
+        for line in body:
+            print(line)
     if rest:
         print(f"{len(rest):,} other: {format_size(sum(s.size_diff for s in rest), sign=True)}")
     print(f"Total: {format_size(size_diff, sign=True)} ({count_diff:+,} blocks)")

@@ -51,7 +51,8 @@ def execute(args) -> int:
             "total": {"size": total_size, "count": total_count},
         })
         return 0
-    what = {"lineno": "lines", "filename": "files", "traceback": "tracebacks"}[args.group_by]
+    what = {"lineno": "line", "filename": "file", "traceback": "traceback"}[args.group_by]
+    what += "s" if len(shown) != 1 else ""
     taken = getattr(snapshot, "timestamp", None)
     when = (" taken " + datetime.datetime.fromtimestamp(taken).strftime("%Y-%m-%d %H:%M:%S")
             if taken else "")
@@ -64,10 +65,12 @@ def execute(args) -> int:
                    f"(average {format_size(average)})")
         if args.group_by == "traceback":
             print(f"#{rank}: {summary}")
-            for line in site:
-                print(f"    {line}")
+            body = ["    " + line for line in site]
         else:
             print(f"#{rank}: {site[0]}: {summary}")
+            body = site[1:]
+        for line in body:
+            print(line)
     if rest:
         print(f"{len(rest):,} other: {format_size(sum(s.size for s in rest))}")
     print(f"Total: {format_size(total_size)} in {plural(total_count, 'block')}")

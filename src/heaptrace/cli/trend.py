@@ -25,11 +25,13 @@ import re
 
 from ..trend import LEAK, NOISE, PLATEAU, classify
 from ._common import (CLIError, Progress, add_filter_arguments, filter_snapshot,
-                      format_size, load_snapshot, plural, print_json, short_path)
+                      format_size, load_snapshot, ordered_frames, plural, print_json,
+                      short_path)
 
 #: Names that `heaptrace run` gives its snapshots: pid and sequence number.
 SNAPSHOT_NAME = re.compile(r"^heaptrace-(\d+)-(\d+)\.snap$")
 KIND_ORDER = {LEAK: 0, PLATEAU: 1, NOISE: 2}
+GROUP_NAMES = {"lineno": "line", "filename": "file", "traceback": "traceback"}
 
 
 def add_arguments(parser) -> None:
@@ -122,7 +124,7 @@ def _read_series(files: list, args) -> list:
             when = getattr(snapshot, "timestamp", None) or os.path.getmtime(path)
             table = {}
             for stat in filter_snapshot(snapshot, args).statistics(args.group_by):
-                key = tuple((f.filename, f.lineno) for f in reversed(list(stat.traceback)))
+                key = tuple((f.filename, f.lineno) for f in ordered_frames(stat.traceback))
                 table[key] = table.get(key, 0) + stat.size
             series.append((when, path, table))
             del snapshot
@@ -176,7 +178,7 @@ def _duration(seconds: float) -> str:
 def _print_text(args, series, hours, sites, counts, note) -> None:
     start = datetime.datetime.fromtimestamp(series[0][0]).strftime("%Y-%m-%d %H:%M:%S")
     print(f"{plural(len(series), 'snapshot')} over {_duration(hours[-1] * 3600)} "
-          f"from {start}, grouped by {args.group_by}")
+          f"from {start}, grouped by {GROUP_NAMES[args.group_by]}")
     if note:
         print(f"Note: {note}")
     listed = [(k, t) for k, t in sites if args.all or t.kind != NOISE]
