@@ -129,7 +129,7 @@ class Measurement:
             f"peak {format_size(self.peak, sign=True)}, {self.duration * 1000:.1f} ms"
         ]
         for rank, stat in enumerate(self.top, 1):
-            frame = stat.traceback[0]
+            frame = stat.traceback[-1]   # the most recent frame
             lines.append(
                 f"  #{rank} {_short_path(frame.filename)}:{frame.lineno}: "
                 f"{format_size(stat.size_diff, sign=True)} "
@@ -151,8 +151,8 @@ class Measurement:
             "duration": self.duration,
             "top": [
                 {
-                    "filename": stat.traceback[0].filename,
-                    "lineno": stat.traceback[0].lineno,
+                    "filename": stat.traceback[-1].filename,
+                    "lineno": stat.traceback[-1].lineno,
                     "size_diff": stat.size_diff,
                     "count_diff": stat.count_diff,
                     "size": stat.size,

@@ -89,6 +89,18 @@ def test_output_stream():
     del kept
 
 
+def test_top_grouped_by_traceback_names_the_allocating_line():
+    def allocate():
+        return bytearray(MB)   # the allocating line
+
+    with measure(top=1, group_by="traceback", nframe=5) as m:
+        kept = allocate()
+    line = allocate.__code__.co_firstlineno + 1
+    assert m.to_dict()["top"][0]["lineno"] == line
+    assert f"test_leaks_measure.py:{line}:" in m.format()
+    del kept
+
+
 def test_decorator_reports_every_call():
     out = io.StringIO()
     seen = []
