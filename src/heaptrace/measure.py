@@ -133,7 +133,7 @@ class Measurement:
             lines.append(
                 f"  #{rank} {_short_path(frame.filename)}:{frame.lineno}: "
                 f"{format_size(stat.size_diff, sign=True)} "
-                f"({stat.count_diff:+d} blocks, now {format_size(stat.size)})"
+                f"({stat.count_diff:+,} blocks, now {format_size(stat.size)})"
             )
         return "\n".join(lines)
 

@@ -63,9 +63,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    import heaptrace
 
-        return version("heaptrace")
-    except Exception:
-        return "unknown"
+    return getattr(heaptrace, "__version__", "unknown")
