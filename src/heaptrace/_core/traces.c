@@ -31,8 +31,14 @@
  * and the traceback id into another.  Blocks of 128 KiB and more are rare;
  * their size lives in a side map of big blocks.
  *
- * Invariants: a region has a page iff it has at least one live block; a
- * page's used counts its non-empty slots and stays at or below 3/4 of its
+ * Pools empty and refill all the time, so a page whose last block goes is
+ * kept (dormant) rather than freed, up to HT_DORMANT_MAX of them, oldest
+ * evicted first; and a region's first page is sized from its first block's
+ * size class, so a pool being filled grows its page once at most.
+ *
+ * Invariants: a region has a page iff it has a live block or its page is
+ * one of the dormant ones (used == 0, linked in the dormant list); a page's
+ * used counts its non-empty slots and stays at or below 3/4 of its
  * capacity; count and bytes are the number and total size of live blocks;
  * last is NULL or a live page; a slot whose size is HT_SIZE_BIG has an entry
  * in the big map and every big-map entry belongs to such a slot.
@@ -46,6 +52,7 @@
 #define HT_PAGE_MIN 8
 #define HT_PAGE_MAX 2048     /* one slot per 8 bytes of region: no collisions */
 #define HT_PAGE_PROBE 4      /* longer probes than this make a page grow */
+#define HT_DORMANT_MAX 64    /* empty pages kept for their pool to refill */
 
 /* ---- address maps (region map and big map) ---------------------------------- */
 
@@ -189,20 +196,25 @@ page_home(uint32_t key, uint32_t mask)
     return (size_t)(((uint64_t)(key - 1) * (mask + 1)) >> HT_REGION_SHIFT);
 }
 
-static size_t
-page_find(const ht_page *p, uint32_t key)
+/* Index of key's slot, or of the empty slot where its probe ends. */
+static inline size_t
+page_probe(const ht_page *p, uint32_t key)
 {
     size_t i = page_home(key, p->mask);
     for (;;) {
         uint32_t k = slot_key(&p->slots[i]);
-        if (k == key) {
+        if (k == key || k == 0) {
             return i;
-        }
-        if (k == 0) {
-            return (size_t)-1;
         }
         i = (i + 1) & p->mask;
     }
+}
+
+static inline size_t
+page_find(const ht_page *p, uint32_t key)
+{
+    size_t i = page_probe(p, key);
+    return slot_key(&p->slots[i]) == key ? i : (size_t)-1;
 }
 
 /* Place a slot known to be absent; returns how far it landed from home. */
@@ -245,6 +257,24 @@ page_bytes(uint32_t cap)
     return sizeof(ht_page) + (size_t)cap * sizeof(ht_slot);
 }
 
+/* Capacity of a new page for a region whose first block has this size.  A
+ * block pymalloc serves (512 bytes or less) says the region is a pool of
+ * blocks of that size class: start with room for half a pool, so that a pool
+ * being filled grows its page once or not at all. */
+static uint32_t
+initial_capacity(size_t size)
+{
+    if (size == 0 || size > 512) {
+        return HT_PAGE_MIN;
+    }
+    size_t blocks = ((size_t)1 << HT_REGION_SHIFT) / ((size + 15) & ~(size_t)15);
+    uint32_t cap = HT_PAGE_MIN;
+    while ((size_t)cap * 3 / 4 < blocks / 2 && cap < HT_PAGE_MAX) {
+        cap *= 2;
+    }
+    return cap;
+}
+
 static ht_page *
 page_new(ht_table *t, uintptr_t region, uint32_t cap)
 {
@@ -255,6 +285,7 @@ page_new(ht_table *t, uintptr_t region, uint32_t cap)
     p->region = region;
     p->mask = cap - 1;
     p->used = 0;
+    p->newer = p->older = NULL;
     t->page_bytes += page_bytes(cap);
     return p;
 }
@@ -264,6 +295,65 @@ page_free(ht_table *t, ht_page *p)
 {
     t->page_bytes -= page_bytes(p->mask + 1);
     free(p);
+}
+
+/* ---- dormant pages ------------------------------------------------------------ */
+
+static void
+dormant_unlink(ht_table *t, ht_page *p)
+{
+    if (p->newer != NULL) {
+        p->newer->older = p->older;
+    }
+    else {
+        t->dormant = p->older;
+    }
+    if (p->older != NULL) {
+        p->older->newer = p->newer;
+    }
+    else {
+        t->dormant_tail = p->newer;
+    }
+    p->newer = p->older = NULL;
+    t->ndormant--;
+}
+
+/* Forget a region and free its page. */
+static void
+region_drop(ht_table *t, ht_page *p, size_t index)
+{
+    if (index == (size_t)-1) {
+        index = map_find(t->regions, t->rmask, p->region + 1);
+    }
+    map_delete(t->regions, t->rmask, index);
+    t->nregions--;
+    if (t->last == p) {
+        t->last = NULL;
+    }
+    page_free(t, p);
+}
+
+/* A page just became empty: keep it, newest first, and evict the oldest
+ * dormant page beyond HT_DORMANT_MAX.  Pools empty and refill all the time;
+ * rebuilding their pages would cost a rehash at every doubling. */
+static void
+dormant_push(ht_table *t, ht_page *p)
+{
+    p->older = t->dormant;
+    p->newer = NULL;
+    if (t->dormant != NULL) {
+        t->dormant->newer = p;
+    }
+    else {
+        t->dormant_tail = p;
+    }
+    t->dormant = p;
+    t->ndormant++;
+    if (t->ndormant > HT_DORMANT_MAX) {
+        ht_page *victim = t->dormant_tail;
+        dormant_unlink(t, victim);
+        region_drop(t, victim, (size_t)-1);
+    }
 }
 
 /* The page of a region, or NULL. */
@@ -344,9 +434,10 @@ ht_table_put(ht_table *t, uintptr_t ptr, size_t size, uint32_t tb,
     *old_size = (size_t)-1;
 
     ht_page *p = find_page(t, region, &index);
+    size_t at = (size_t)-1;   /* where to insert, when known */
     if (p != NULL) {
-        size_t i = page_find(p, key);
-        if (i != (size_t)-1) {
+        size_t i = page_probe(p, key);
+        if (slot_key(&p->slots[i]) == key) {
             /* Replace: a free the tracer never saw, or a resize in place. */
             ht_slot *cur = &p->slots[i];
             if (big && big_set(t, ptr, size) < 0) {
@@ -370,15 +461,21 @@ ht_table_put(ht_table *t, uintptr_t ptr, size_t size, uint32_t tb,
                 return -1;
             }
         }
+        else {
+            at = i;
+        }
         if (big && big_set(t, ptr, size) < 0) {
             return -1;
+        }
+        if (p->used == 0) {
+            dormant_unlink(t, p);
         }
     }
     else {
         if (map_reserve(&t->regions, &t->rmask, t->nregions) < 0) {
             return -1;
         }
-        p = page_new(t, region, HT_PAGE_MIN);
+        p = page_new(t, region, initial_capacity(size));
         if (p == NULL) {
             return -1;
         }
@@ -391,7 +488,14 @@ ht_table_put(ht_table *t, uintptr_t ptr, size_t size, uint32_t tb,
         t->nregions++;
         t->last = p;
     }
-    size_t distance = page_place(p, s);
+    size_t distance;
+    if (at != (size_t)-1) {
+        p->slots[at] = s;
+        distance = (at - page_home(key, p->mask)) & p->mask;
+    }
+    else {
+        distance = page_place(p, s);
+    }
     p->used++;
     t->count++;
     t->bytes += size;
@@ -429,15 +533,7 @@ ht_table_remove(ht_table *t, uintptr_t ptr, size_t *size)
     t->bytes -= s;
     *size = s;
     if (p->used == 0) {
-        if (index == (size_t)-1) {
-            index = map_find(t->regions, t->rmask, region + 1);
-        }
-        map_delete(t->regions, t->rmask, index);
-        t->nregions--;
-        if (t->last == p) {
-            t->last = NULL;
-        }
-        page_free(t, p);
+        dormant_push(t, p);
     }
     return 1;
 }

@@ -31,6 +31,9 @@ typedef struct ht_page {
     uintptr_t region;      /* address >> HT_REGION_SHIFT */
     uint32_t mask;         /* capacity - 1 */
     uint32_t used;
+    /* While used == 0 the page is dormant: kept for the pool to refill,
+     * linked in its table's list of dormant pages, newest first. */
+    struct ht_page *newer, *older;
     ht_slot slots[];
 } ht_page;
 
@@ -54,6 +57,9 @@ typedef struct ht_table {
     size_t bmask;
     size_t nbig;
     ht_page *last;         /* the page used last: most operations hit it */
+    ht_page *dormant;      /* newest dormant page */
+    ht_page *dormant_tail; /* oldest dormant page, evicted first */
+    size_t ndormant;
     size_t count;          /* live blocks */
     size_t bytes;          /* sum of their sizes */
     size_t page_bytes;     /* memory held by pages */
