@@ -410,11 +410,25 @@ class _Hunt:
 
     def run(self) -> LeakReport:
         t0 = time.perf_counter()
-        traced_before = self.sample()
+        before_warm_up = self.sample()
         warm_calls = self.warm_up()
-        base = self.sample()
+        samples, before_gc = self.measure()
+        suspects, dismissed = self.analyse(before_warm_up, samples, before_gc)
+        limit = self.api.get_traceback_limit() if self.api.is_tracing() else 0
+        if limit == 1:
+            self.notes.append("tracing was already on with 1 frame per traceback, so callers "
+                              "cannot be told apart; start it with more, e.g. start(25)")
+        return LeakReport(
+            function=getattr(self.func, "__qualname__", None) or repr(self.func),
+            suspects=suspects, dismissed=dismissed, iterations=samples[-1][0],
+            warmup=warm_calls, snapshots=len(samples), nframe=limit,
+            duration=time.perf_counter() - t0, notes=self.notes)
+
+    def measure(self) -> tuple:
+        """The measured series: [(calls so far, table)], from the baseline on,
+        and the table of the last moment before its garbage collection."""
+        samples = [(0, self.sample())]
         ceiling = self.api.get_traced_memory()[0] + self.max_memory
-        samples = [(0, base)]
         before_gc = None
         done = 0
         weights = _weights(self.intervals)
@@ -428,27 +442,19 @@ class _Hunt:
                 share = weights[index] / self.intervals
                 done += self.call_for(self.duration * share, ceiling,
                                       max(1, int(self.affordable * share)))
-            over = self.api.get_traced_memory()[0] > ceiling
-            stop = over and index + 1 >= MIN_INTERVALS
-            if index == self.intervals - 1 or stop:
+            last = index == self.intervals - 1
+            stop = (not last and index + 1 >= MIN_INTERVALS
+                    and self.api.get_traced_memory()[0] > ceiling)
+            if last or stop:
                 before_gc = self.sample(collect=False)
             samples.append((done, self.sample()))
             self.progress("measuring", index + 1, self.intervals)
-            if stop and index < self.intervals - 1:
+            if stop:
                 self.notes.append(
                     f"stopped after {index + 1} of {self.intervals} intervals: memory grew "
                     f"by more than {format_size(self.max_memory)}")
                 break
-        suspects, dismissed = self.analyse(traced_before, samples, before_gc)
-        limit = self.api.get_traceback_limit() if self.api.is_tracing() else 0
-        if limit == 1:
-            self.notes.append("tracing was already on with 1 frame per traceback, so callers "
-                              "cannot be told apart; start it with more, e.g. start(25)")
-        return LeakReport(
-            function=getattr(self.func, "__qualname__", None) or repr(self.func),
-            suspects=suspects, dismissed=dismissed, iterations=done, warmup=warm_calls,
-            snapshots=len(samples), nframe=limit,
-            duration=time.perf_counter() - t0, notes=self.notes)
+        return samples, before_gc
 
     def warm_up(self) -> int:
         if self.warmup is not None:
@@ -494,7 +500,8 @@ class _Hunt:
 
     # -- the analysis ------------------------------------------------------
 
-    def analyse(self, traced_before, samples, before_gc):
+    def analyse(self, before_warm_up, samples, before_gc):
+        """Classify every line's series: (suspects, dismissed)."""
         xs = [x for x, _ in samples]
         tables = [table for _, table in samples]
         line_tables = [_by_line(table) for table in tables]
@@ -514,7 +521,7 @@ class _Hunt:
             elif trend.shape in ("plateau", "step") and trend.growth >= MIN_DISMISSED:
                 dismissed[line] = Dismissed(trend.shape, *line, trend.growth, trend.reason)
         leaking = {(s.filename, s.lineno) for s in suspects}
-        warm = _by_line(traced_before)
+        warm = _by_line(before_warm_up)
         first = line_tables[0]
         for line, (size, _) in first.items():
             grew = size - warm.get(line, (0, 0))[0]
