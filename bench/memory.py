@@ -28,10 +28,11 @@ from _common import (UNTRACED, emit, load_module, markdown_table,
                      require_heaptrace, run_child, save_json)
 
 #: Ways to make the i-th object; each makes exactly one new live block.
+#: (pymalloc rounds sizes up to a multiple of 16 bytes.)
 KINDS = {
-    "int": lambda i: i + 1_000_000,             # 32-byte block
-    "float": float,                             # 24-byte block
-    "bytes": lambda i: i.to_bytes(4, "little"),  # 48-byte block
+    "object": lambda i: object(),                # 16-byte object and block
+    "int": lambda i: i + 1_000_000,              # 28-byte object, 32-byte block
+    "bytes": lambda i: i.to_bytes(4, "little"),  # 37-byte object, 48-byte block
 }
 #: Frames between the child's entry point and the allocations.
 DEPTH = 30
@@ -126,9 +127,9 @@ def main():
             f"{median(mode, 'tracer_memory') / args.count:.1f}",
             f"{median(mode, 'start_growth') / 1024:.0f}",
         ])
-    print(f"Memory per live traced block: {args.count:,} {args.kind} "
-          f"objects; untraced they take {base / args.count:.1f} bytes each "
-          f"(median of {args.repeat} fresh-process runs)\n")
+    print(f"Memory per live traced block: {args.count:,} live blocks "
+          f"(--kind {args.kind}), which take {base / args.count:.1f} bytes "
+          f"each untraced (median of {args.repeat} fresh-process runs)\n")
     print(markdown_table(
         ["module", "nframe", "RSS bytes/block",
          "get_tracemalloc_memory() bytes/block", "RSS growth at start() (KiB)"],
