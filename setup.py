@@ -14,7 +14,8 @@ CORE = os.path.join("src", "heaptrace", "_core")
 SOURCES = [
     os.path.join(CORE, name)
     for name in ("module.c", "hooks.c", "tracer.c", "traces.c", "intern.c",
-                 "snapbuild.c", "snapdata.c")
+                 "snapbuild.c", "snapdata.c",
+                 "analysis.c", "snapobj.c")
 ]
 
 include = sysconfig.get_paths()["include"]
@@ -34,6 +35,10 @@ if os.environ.get("HEAPTRACE_SANITIZE"):
     cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
                "-fno-sanitize-recover=undefined", "-O1", "-g"]
     ldflags += ["-fsanitize=address,undefined"]
+# HEAPTRACE_PUBLIC_API=1 builds the public-API fallback that versions without
+# a shim in compat.h use, so that it can be tested on one that has a shim.
+if os.environ.get("HEAPTRACE_PUBLIC_API"):
+    cflags += ["-DHT_FORCE_PUBLIC_API=1"]
 # HEAPTRACE_FAULT_INJECTION=1 compiles in the allocation-failure switch used
 # by the out-of-memory tests.
 if os.environ.get("HEAPTRACE_FAULT_INJECTION"):

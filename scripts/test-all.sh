@@ -42,4 +42,26 @@ for py in $(find_pythons); do
         status=1
     fi
 done
+# The public-API fallback (used by CPython versions without a shim in
+# compat.h) must keep passing the engine and compatibility tests too.
+if [ -z "${HEAPTRACE_SKIP_FALLBACK:-}" ]; then
+    py=$(find_pythons | awk '{print $1}')
+    env="$venvs/public-api"
+    echo "=== public-API fallback ($py)"
+    rm -rf "$env"
+    "$py" -m venv "$env"
+    "$env/bin/python" -m pip install --quiet --disable-pip-version-check ".[test]" \
+        --config-settings=--global-option=build_ext 2>/dev/null \
+        || true
+    HEAPTRACE_PUBLIC_API=1 "$env/bin/python" -m pip install --quiet --force-reinstall \
+        --no-deps --no-build-isolation --disable-pip-version-check . \
+        || HEAPTRACE_PUBLIC_API=1 "$env/bin/python" -m pip install --quiet \
+        --force-reinstall --no-deps --disable-pip-version-check .
+    if ! "$env/bin/python" -c 'import heaptrace._core as c, sys; sys.exit(c.FAST_FRAMES)'; then
+        echo "the fallback build still uses the fast frame shims" >&2
+        status=1
+    elif ! "$env/bin/python" -m pytest -p no:cacheprovider tests/unit tests/compat tests/integration; then
+        status=1
+    fi
+fi
 exit $status

@@ -28,7 +28,10 @@
 #  error "heaptrace does not support the free-threaded build yet: its tables rely on the GIL"
 #endif
 
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+/* HT_FORCE_PUBLIC_API builds the fallback on a version that has a shim, so
+ * that the fallback is tested. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 \
+    && !defined(HT_FORCE_PUBLIC_API)
 #  define HT_FAST_FRAMES 1
 #  include "internal/pycore_frame.h"
 #  include "internal/pycore_pystate.h"
@@ -87,11 +90,32 @@ ht_compat_holder_tstate(void)
 
 /* ---- frames ------------------------------------------------------------ */
 
+/* A walk over a thread's complete frames, newest first, as the standard
+ * module sees them (frames still building their cells or generator are
+ * skipped, and so are C-stack shims):
+ *
+ *     ht_walk w;
+ *     for (int ok = ht_walk_start(&w, ts); ok; ok = ht_walk_next(&w)) {
+ *         ... ht_walk_code(&w), ht_walk_lasti(&w) ...
+ *     }
+ *     ht_walk_end(&w);
+ *
+ * ht_walk_code is borrowed: valid until the next step.  ht_walk_lasti is the
+ * offset of the current instruction in code units, as PyCode_Addr2Line wants
+ * it times sizeof(_Py_CODEUNIT).  HT_WALK_DETACHED says whether a thread
+ * that does not hold the GIL may walk (only the fast shims can: the public
+ * API creates frame objects). */
+
 #if HT_FAST_FRAMES
-typedef _PyInterpreterFrame ht_frame;
+
+#define HT_WALK_DETACHED 1
+
+typedef struct {
+    _PyInterpreterFrame *f;
+} ht_walk;
 
 static inline PyCodeObject *
-ht_frame_code(ht_frame *f)
+ht_frame_code(_PyInterpreterFrame *f)
 {
 #  if PY_VERSION_HEX >= 0x030D0000
     return (PyCodeObject *)f->f_executable;
@@ -100,57 +124,40 @@ ht_frame_code(ht_frame *f)
 #  endif
 }
 
-/* Offset of the current instruction in code units, as the interpreter's own
- * line-number lookup wants it (times sizeof(_Py_CODEUNIT)). */
 static inline int
-ht_frame_lasti(ht_frame *f)
-{
-    return _PyInterpreterFrame_LASTI(f);
-}
-
-/* A frame is skipped, as the standard module skips it, while it is still
- * building its cells or generator (incomplete) or when it is a C-stack shim. */
-static inline int
-ht_frame_skipped(ht_frame *f)
-{
-    return _PyFrame_IsIncomplete(f);
-}
-
-static inline ht_frame *
-ht_frame_first_complete(ht_frame *f)
-{
-    while (f != NULL && ht_frame_skipped(f)) {
-        f = f->previous;
-    }
-    return f;
-}
-
-/* The newest complete frame of a thread (not necessarily the caller's). */
-static inline ht_frame *
-ht_frame_top(PyThreadState *ts)
+ht_walk_start(ht_walk *w, PyThreadState *ts)
 {
 #  if PY_VERSION_HEX >= 0x030D0000
-    return ht_frame_first_complete(ts->current_frame);
+    _PyInterpreterFrame *f = ts->current_frame;
 #  else
-    return ht_frame_first_complete(ts->cframe->current_frame);
+    _PyInterpreterFrame *f = ts->cframe->current_frame;
 #  endif
+    while (f != NULL && _PyFrame_IsIncomplete(f)) {
+        f = f->previous;
+    }
+    w->f = f;
+    return f != NULL;
 }
 
-/* The next older complete frame.  Only the newest frame of a thread can be
- * incomplete (a frame below it has already run its prologue and called
- * something), so below the top only C-stack shims need skipping; the full
- * test is kept for versions where that reasoning was not checked. */
-static inline ht_frame *
-ht_frame_older(ht_frame *f)
+/* Only the newest frame of a thread can be incomplete (a frame below it has
+ * run its prologue and called something), so below the top only C-stack
+ * shims (3.12+) need skipping. */
+static inline int
+ht_walk_next(ht_walk *w)
 {
-    f = f->previous;
+    _PyInterpreterFrame *f = w->f->previous;
 #  if PY_VERSION_HEX >= 0x030C0000
     while (f != NULL && f->owner == FRAME_OWNED_BY_CSTACK) {
         f = f->previous;
     }
 #  endif
-    return f;
+    w->f = f;
+    return f != NULL;
 }
+
+static inline PyCodeObject *ht_walk_code(ht_walk *w) { return ht_frame_code(w->f); }
+static inline int ht_walk_lasti(ht_walk *w) { return _PyInterpreterFrame_LASTI(w->f); }
+static inline void ht_walk_end(ht_walk *w) { (void)w; }
 
 /* Size of the memory in front of an object (GC header, managed dict and
  * weakref slots): the traced block starts that many bytes before it. */
@@ -160,8 +167,74 @@ ht_compat_preheader_size(PyTypeObject *tp)
     return _PyType_PreHeaderSize(tp);
 }
 
-#else  /* !HT_FAST_FRAMES: public-API fallback, used only on unknown versions */
-#  error "no frame shim for this CPython version: add one to compat.h"
-#endif
+#else  /* public-API fallback: any version without a shim */
+
+#define HT_WALK_DETACHED 0
+
+/* Frame objects are created on demand by these calls; the hooks' reentrancy
+ * guard keeps those allocations out of the traces.  Slower, but correct. */
+typedef struct {
+    PyFrameObject *frame;   /* owned */
+    PyCodeObject *code;     /* owned */
+} ht_walk;
+
+static inline int
+ht_walk_load(ht_walk *w, PyFrameObject *frame)
+{
+    Py_XDECREF(w->code);
+    Py_XDECREF(w->frame);
+    w->frame = frame;
+    w->code = frame ? PyFrame_GetCode(frame) : NULL;
+    return frame != NULL;
+}
+
+static inline int
+ht_walk_start(ht_walk *w, PyThreadState *ts)
+{
+    w->frame = NULL;
+    w->code = NULL;
+    return ht_walk_load(w, PyThreadState_GetFrame(ts));
+}
+
+static inline int
+ht_walk_next(ht_walk *w)
+{
+    return ht_walk_load(w, PyFrame_GetBack(w->frame));
+}
+
+static inline PyCodeObject *ht_walk_code(ht_walk *w) { return w->code; }
+
+static inline int
+ht_walk_lasti(ht_walk *w)
+{
+    int bytes = PyFrame_GetLasti(w->frame);
+    return bytes < 0 ? -1 : bytes / 2;
+}
+
+static inline void
+ht_walk_end(ht_walk *w)
+{
+    Py_CLEAR(w->code);
+    Py_CLEAR(w->frame);
+}
+
+static inline size_t
+ht_compat_preheader_size(PyTypeObject *tp)
+{
+    /* A GC header of two words, then the managed dict/weakref words. */
+    size_t n = PyType_IS_GC(tp) ? 2 * sizeof(void *) : 0;
+#  ifdef Py_TPFLAGS_MANAGED_WEAKREF
+    if (PyType_HasFeature(tp, Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF)) {
+        n += 2 * sizeof(void *);
+    }
+#  else
+    if (PyType_HasFeature(tp, Py_TPFLAGS_MANAGED_DICT)) {
+        n += 2 * sizeof(void *);
+    }
+#  endif
+    return n;
+}
+
+#endif /* HT_FAST_FRAMES */
 
 #endif /* HT_COMPAT_H */

@@ -300,8 +300,9 @@ ht_intern_setup(int nframe)
 uint32_t
 ht_intern_capture_gil(PyThreadState *ts)
 {
-    ht_frame *f = ht_frame_top(ts);
-    if (f == NULL) {
+    ht_walk w;
+    if (!ht_walk_start(&w, ts)) {
+        ht_walk_end(&w);
         return HT_TB_UNKNOWN;
     }
     ht_rawframe *buf = gil_buf;
@@ -309,10 +310,10 @@ ht_intern_capture_gil(PyThreadState *ts)
     int n = 0;
     unsigned total = 0;
     uint64_t h = 0;
-    for (; f != NULL; f = ht_frame_older(f)) {
+    do {
         if (n < limit) {
-            PyCodeObject *code = ht_frame_code(f);
-            int64_t lasti = ht_frame_lasti(f);
+            PyCodeObject *code = ht_walk_code(&w);
+            int64_t lasti = ht_walk_lasti(&w);
             buf[n].code = code;
             buf[n].lasti = lasti;
             h = combine(h, (uint64_t)(uintptr_t)code, (uint64_t)lasti);
@@ -323,7 +324,8 @@ ht_intern_capture_gil(PyThreadState *ts)
         if (++total == HT_MAX_NFRAME) {
             break;
         }
-    }
+    } while (ht_walk_next(&w));
+    ht_walk_end(&w);
     int added;
     uint32_t id = tab_intern(&gil_tab, buf, (uint16_t)n, (uint16_t)total,
                              finish(h, total), &added);
@@ -425,25 +427,27 @@ detstr_unknown(void)
 uint32_t
 ht_intern_capture_detached(PyThreadState *ts)
 {
-    if (ts == NULL) {
+    ht_walk w;
+    if (ts == NULL || !HT_WALK_DETACHED) {
         return HT_TB_UNKNOWN;
     }
-    ht_frame *f = ht_frame_top(ts);
-    if (f == NULL) {
+    if (!ht_walk_start(&w, ts)) {
+        ht_walk_end(&w);
         return HT_TB_UNKNOWN;
     }
     int limit = max_nframe;
     int n = 0;
     unsigned total = 0;
     uint64_t h = 0;
-    for (; f != NULL; f = ht_frame_older(f)) {
+    do {
         if (n < limit) {
-            PyCodeObject *code = ht_frame_code(f);
-            int line = PyCode_Addr2Line(code, ht_frame_lasti(f) * (int)sizeof(_Py_CODEUNIT));
+            PyCodeObject *code = ht_walk_code(&w);
+            int line = PyCode_Addr2Line(code, ht_walk_lasti(&w) * (int)sizeof(_Py_CODEUNIT));
             PyObject *name = code->co_filename;
             uint32_t file = (name != NULL && PyUnicode_Check(name))
                             ? detstr_intern(name) : detstr_unknown();
             if (file == (uint32_t)-1) {
+                ht_walk_end(&w);
                 return HT_TB_UNKNOWN;
             }
             det_buf[n].file = file;
@@ -456,7 +460,8 @@ ht_intern_capture_detached(PyThreadState *ts)
         if (++total == HT_MAX_NFRAME) {
             break;
         }
-    }
+    } while (ht_walk_next(&w));
+    ht_walk_end(&w);
     int added;
     uint32_t id = tab_intern(&det_tab, det_buf, (uint16_t)n, (uint16_t)total,
                              finish(h, total), &added);

@@ -14,6 +14,7 @@
 #include "alloc.h"
 #include "snapbuild.h"
 #include "snapdata.h"
+#include "snapobj.h"
 #include "../include/heaptrace.h"
 
 #include <limits.h>
@@ -284,6 +285,21 @@ error:
 
 /* ---- heaptrace extras ---------------------------------------------------------- */
 
+PyDoc_STRVAR(take_snapshot_data_doc,
+"_take_snapshot_data($module, /)\n--\n\n"
+"The live traces as a SnapshotData: interned C arrays, no Python object\n"
+"per trace.  Empty if not tracing.");
+
+static PyObject *
+ht_py_take_snapshot_data(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    ht_snap s;
+    if (ht_snapshot_take(&s) < 0) {
+        return NULL;
+    }
+    return ht_snapobj_new(&s);
+}
+
 PyDoc_STRVAR(snapshot_tables_doc,
 "_snapshot_tables($module, /)\n--\n\n"
 "The live traces as interned tables, the form the C analysis works on:\n"
@@ -446,6 +462,7 @@ static PyMethodDef ht_methods[] = {
     {"_get_traceback", (PyCFunction)(void (*)(void))ht_py_get_traceback, METH_FASTCALL,
      get_traceback_doc},
     {"_snapshot_tables", ht_py_snapshot_tables, METH_NOARGS, snapshot_tables_doc},
+    {"_take_snapshot_data", ht_py_take_snapshot_data, METH_NOARGS, take_snapshot_data_doc},
     {"track", (PyCFunction)(void (*)(void))ht_py_track, METH_FASTCALL, track_doc},
     {"untrack", (PyCFunction)(void (*)(void))ht_py_untrack, METH_FASTCALL, untrack_doc},
 #ifdef HT_FAULT_INJECTION
@@ -487,13 +504,16 @@ PyInit__core(void)
         return NULL;
     }
     if (PyModule_AddIntConstant(m, "MAX_NFRAME", HT_MAX_NFRAME) < 0
+        || PyModule_AddIntConstant(m, "FAST_FRAMES", HT_FAST_FRAMES) < 0
+        || PyModule_AddIntConstant(m, "DETACHED_TRACEBACKS", HT_WALK_DETACHED) < 0
         || PyModule_AddIntConstant(m, "FAULT_INJECTION",
 #ifdef HT_FAULT_INJECTION
                                    1
 #else
                                    0
 #endif
-                                   ) < 0) {
+                                   ) < 0
+        || ht_snapobj_register(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
