@@ -29,6 +29,8 @@ def test_net_peak_and_top_site():
     assert top.traceback[0].filename == __file__
     assert top.size_diff >= 2 * MB
     assert "keep: net +1.9 MiB" in m.format()
+    # Only this file's lines: no trace of the measuring itself.
+    assert {d.traceback[-1].filename for d in m.top} == {__file__}
     del kept
 
 
