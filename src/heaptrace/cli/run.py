@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import fnmatch
 import importlib.util
 import json
 import os
@@ -101,6 +102,10 @@ class Snapshotter:
         self.stopping = False
         self.exit_code: Optional[int] = None
         self.filters = own_filters(api)
+        # Compile the patterns now, before tracing starts: fnmatch caches
+        # them, and that cache would otherwise show up in the snapshots.
+        for trace_filter in self.filters:
+            fnmatch.fnmatch("", trace_filter.filename_pattern)
 
     def take(self, reason: str) -> Optional[str]:
         """Write one snapshot; on failure, say so and carry on."""
@@ -211,9 +216,9 @@ def execute(args) -> int:
         raise CLIError(f"{args.output}: cannot create the folder ({one_line(error)})") from None
     api = _api()
     emit = _make_emitter(args.json)
+    snapshotter = Snapshotter(api, folder, args.keep, emit)
     if not api.is_tracing():
         api.start(args.nframe)
-    snapshotter = Snapshotter(api, folder, args.keep, emit)
     atexit.register(snapshotter.finish)
     snapshotter.start(args.interval, signum)
     when = []
