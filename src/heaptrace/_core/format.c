@@ -573,7 +573,7 @@ static ht_format_status col_next_u32(dec_t *d, dec_col *c, uint32_t *v,
                                      uint64_t limit, const char *row,
                                      const char *table)
 {
-    uint64_t x;
+    uint64_t x = 0;   /* set by col_next; initialised for -O3's flow analysis */
     ht_format_status st = col_next(d, c, &x);
     if (st != HT_FORMAT_OK) {
         return st;
@@ -633,7 +633,7 @@ static ht_format_status dec_strings(dec_t *d, ht_snap *s)
 {
     ht_format_status st;
     dec_col c;
-    uint64_t off = 0, x;
+    uint64_t off = 0, x = 0;
     TRY(col_begin(d, &c, "length column", s->nstrings, 0));
     ALLOC(s->str_off, (uint64_t)s->nstrings + 1);
     s->str_off[0] = 0;

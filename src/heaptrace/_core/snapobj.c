@@ -19,6 +19,7 @@
 
 #include "alloc.h"
 #include "analysis.h"
+#include "format.h"
 #include "snapdata.h"
 
 typedef struct {
@@ -30,6 +31,9 @@ typedef struct {
 } SnapObj;
 
 static PyTypeObject SnapObj_Type;
+
+/* heaptrace._core.SnapshotFormatError, made by ht_snapobj_register. */
+static PyObject *SnapshotFormatError;
 
 #define SnapObj_Check(op) PyObject_TypeCheck(op, &SnapObj_Type)
 
@@ -912,6 +916,117 @@ done:
     return result;
 }
 
+/* ---- files (format.c) ------------------------------------------------------------ */
+
+PyDoc_STRVAR(to_bytes_doc,
+"to_bytes($self, meta=b'', /)\n--\n\n"
+"The snapshot in heaptrace's file format (docs/format.md), with the\n"
+"bytes-like meta stored verbatim in its meta section.  MemoryError when\n"
+"memory runs out.");
+
+static PyObject *
+snapobj_to_bytes(SnapObj *self, PyObject *args)
+{
+    Py_buffer meta = {0};
+    if (!PyArg_ParseTuple(args, "|y*:to_bytes", &meta)) {
+        return NULL;
+    }
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    int rc;
+    /* The tables are immutable and meta's buffer is held: nothing here
+     * needs the GIL. */
+    Py_BEGIN_ALLOW_THREADS
+    rc = ht_format_encode(&self->s, meta.buf, meta.buf ? (size_t)meta.len : 0,
+                          &out, &out_len);
+    Py_END_ALLOW_THREADS
+    if (meta.obj != NULL) {
+        PyBuffer_Release(&meta);
+    }
+    if (rc < 0) {
+        return PyErr_NoMemory();
+    }
+    PyObject *result = out_len > (size_t)PY_SSIZE_T_MAX ? PyErr_NoMemory()
+        : PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_len);
+    free(out);
+    return result;
+}
+
+/* Raise SnapshotFormatError(message) with its status attribute set to the
+ * status name; returns NULL. */
+static PyObject *
+format_error(ht_format_status status, const char *message)
+{
+    PyObject *exc = PyObject_CallFunction(SnapshotFormatError, "s", message);
+    if (exc == NULL) {
+        return NULL;
+    }
+    PyObject *name = PyUnicode_FromString(ht_format_status_name(status));
+    if (name == NULL || PyObject_SetAttrString(exc, "status", name) < 0) {
+        Py_XDECREF(name);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    Py_DECREF(name);
+    PyErr_SetObject(SnapshotFormatError, exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+PyDoc_STRVAR(from_bytes_doc,
+"from_bytes(data, /)\n--\n\n"
+"Decode a file of heaptrace's format from the bytes-like data: a tuple\n"
+"(SnapshotData, meta bytes).  Raise SnapshotFormatError (a ValueError)\n"
+"naming what is wrong for any input that is not a valid file, with the\n"
+"decoder's status name ('TRUNCATED', 'CORRUPT', ...) in its status\n"
+"attribute; MemoryError when memory runs out.");
+
+static PyObject *
+snapobj_from_bytes(PyObject *Py_UNUSED(cls), PyObject *arg)
+{
+    Py_buffer buf;
+    if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    ht_snap s;
+    uint8_t *meta = NULL;
+    size_t meta_len = 0;
+    char err[256];
+    err[0] = '\0';
+    ht_format_status st;
+    if (PyBytes_CheckExact(arg)) {
+        /* Immutable: decode without the GIL. */
+        Py_BEGIN_ALLOW_THREADS
+        st = ht_format_decode(buf.buf, (size_t)buf.len, &s, &meta, &meta_len,
+                              err, sizeof(err));
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        /* Another thread could write to a mutable buffer meanwhile. */
+        st = ht_format_decode(buf.buf, (size_t)buf.len, &s, &meta, &meta_len,
+                              err, sizeof(err));
+    }
+    PyBuffer_Release(&buf);
+    if (st == HT_FORMAT_NO_MEMORY) {
+        return PyErr_NoMemory();
+    }
+    if (st != HT_FORMAT_OK) {
+        return format_error(st, err);
+    }
+    PyObject *meta_obj = PyBytes_FromStringAndSize((const char *)meta, (Py_ssize_t)meta_len);
+    free(meta);
+    if (meta_obj == NULL) {
+        ht_snap_free(&s);
+        return NULL;
+    }
+    PyObject *data = ht_snapobj_new(&s);
+    if (data == NULL) {
+        Py_DECREF(meta_obj);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", data, meta_obj);
+}
+
 static PyObject *
 snapobj_get_limit(SnapObj *self, void *Py_UNUSED(closure))
 {
@@ -923,6 +1038,8 @@ snapobj_get_limit(SnapObj *self, void *Py_UNUSED(closure))
 static PyMethodDef snapobj_methods[] = {
     {"from_raw", (PyCFunction)(void (*)(void))snapobj_from_raw,
      METH_VARARGS | METH_KEYWORDS | METH_CLASS, from_raw_doc},
+    {"from_bytes", (PyCFunction)snapobj_from_bytes, METH_O | METH_CLASS, from_bytes_doc},
+    {"to_bytes", (PyCFunction)snapobj_to_bytes, METH_VARARGS, to_bytes_doc},
     {"raw", (PyCFunction)snapobj_raw, METH_O, raw_doc},
     {"raw_list", (PyCFunction)snapobj_raw_list, METH_NOARGS, raw_list_doc},
     {"strings", (PyCFunction)snapobj_strings, METH_NOARGS, strings_doc},
@@ -968,6 +1085,27 @@ ht_snapobj_register(PyObject *module)
     Py_INCREF(&SnapObj_Type);
     if (PyModule_AddObject(module, "SnapshotData", (PyObject *)&SnapObj_Type) < 0) {
         Py_DECREF(&SnapObj_Type);
+        return -1;
+    }
+    if (SnapshotFormatError == NULL) {
+        PyObject *attrs = Py_BuildValue("{sO}", "status", Py_None);
+        if (attrs == NULL) {
+            return -1;
+        }
+        SnapshotFormatError = PyErr_NewExceptionWithDoc(
+            "heaptrace._core.SnapshotFormatError",
+            "A snapshot file is truncated, corrupted or not a snapshot at all.\n\n"
+            "The message names what is wrong; status, when set, is the short\n"
+            "name of the file format's error ('TRUNCATED', 'CORRUPT', ...).",
+            PyExc_ValueError, attrs);
+        Py_DECREF(attrs);
+        if (SnapshotFormatError == NULL) {
+            return -1;
+        }
+    }
+    Py_INCREF(SnapshotFormatError);
+    if (PyModule_AddObject(module, "SnapshotFormatError", SnapshotFormatError) < 0) {
+        Py_DECREF(SnapshotFormatError);
         return -1;
     }
     return 0;

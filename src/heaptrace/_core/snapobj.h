@@ -5,8 +5,10 @@
 #include "compat.h"
 #include "snapshot.h"
 
-/* Add the SnapshotData type to *module.  Returns 0, or -1 with an exception
- * set (the module is then left without the type). */
+/* Add the SnapshotData type and the SnapshotFormatError exception (a
+ * ValueError subclass with a `status` attribute, None unless set) to
+ * *module.  Returns 0, or -1 with an exception set (the module may then
+ * have the type without the exception). */
 int ht_snapobj_register(PyObject *module);
 
 /* A new SnapshotData owning *s: on success the object takes every array of
