@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from statistics import median
 from typing import Sequence
 
 __all__ = [
@@ -127,7 +126,15 @@ def robust_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
         lag = n // 2
         pairs = ((i, i + lag) for i in range(n - lag))
     slopes = [(ys[j] - ys[i]) / (xs[j] - xs[i]) for i, j in pairs if xs[j] != xs[i]]
-    return float(median(slopes)) if slopes else 0.0
+    return float(_median(slopes)) if slopes else 0.0
+
+
+def _median(values: list) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _r_squared(xs: Sequence[float], ys: Sequence[float]) -> float:
