@@ -12,9 +12,11 @@ from typing import Optional
 
 from ..measure import _api, format_size, own_locations
 
-__all__ = ["CLIError", "EXIT_OK", "EXIT_TARGET_FAILED", "EXIT_USAGE", "load_snapshot",
-           "add_filter_arguments", "filter_snapshot", "add_display_arguments",
-           "format_site", "frames_json", "site_json", "print_json", "Progress", "format_size"]
+__all__ = ["CLIError", "EXIT_OK", "EXIT_TARGET_FAILED", "EXIT_USAGE", "one_line",
+           "load_snapshot", "add_filter_arguments", "filter_snapshot",
+           "add_display_arguments", "check_display_arguments", "short_path",
+           "ordered_frames", "format_site", "site_json", "frames_json", "print_json",
+           "Progress", "plural", "format_size"]
 
 #: Exit codes: success; the user's code (script, function) raised or failed;
 #: heaptrace could not do what was asked (bad option, missing or unreadable
@@ -54,7 +56,9 @@ def load_snapshot(path: str, progress: Optional["Progress"] = None):
     api = _api()
     try:
         snapshot = api.Snapshot.load(path)
-    except Exception as error:  # any reader failure means "not a snapshot"
+    except (PermissionError, IsADirectoryError) as error:
+        raise CLIError(f"{path}: cannot read the file ({one_line(error)})") from None
+    except Exception as error:  # any other reader failure means "not a snapshot"
         raise CLIError(f"{path}: not a heaptrace snapshot ({one_line(error)})") from None
     if not isinstance(snapshot, api.Snapshot):
         raise CLIError(f"{path}: not a heaptrace snapshot (it holds a "
