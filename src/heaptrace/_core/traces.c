@@ -17,8 +17,8 @@
  * scaled linearly onto the page, so blocks keep their address order and a
  * pool's consecutive blocks use consecutive slots: allocations and frees in
  * one pool touch the same few cache lines, in an order the hardware
- * prefetcher follows.  The page used last is remembered, so most operations
- * skip the region map entirely; the region map has one entry per live
+ * prefetcher follows.  The pages used last are remembered, so most
+ * operations skip the region map entirely; the region map has one entry per live
  * region, about a hundred times fewer than blocks, so it stays cached.
  *
  * Linear scaling piles blocks onto few home slots when they crowd into part
@@ -40,7 +40,7 @@
  * one of the dormant ones (used == 0, linked in the dormant list); a page's
  * used counts its non-empty slots and stays at or below 3/4 of its
  * capacity; count and bytes are the number and total size of live blocks;
- * last is NULL or a live page; a slot whose size is HT_SIZE_BIG has an entry
+ * every entry of recent is NULL or a page in the region map; a slot whose size is HT_SIZE_BIG has an entry
  * in the big map and every big-map entry belongs to such a slot.
  */
 #include "traces.h"
@@ -327,8 +327,8 @@ region_drop(ht_table *t, ht_page *p, size_t index)
     }
     map_delete(t->regions, t->rmask, index);
     t->nregions--;
-    if (t->last == p) {
-        t->last = NULL;
+    if (t->recent[p->region % HT_RECENT] == p) {
+        t->recent[p->region % HT_RECENT] = NULL;
     }
     page_free(t, p);
 }
@@ -356,11 +356,12 @@ dormant_push(ht_table *t, ht_page *p)
     }
 }
 
-/* The page of a region, or NULL. */
+/* The page of a region, or NULL; *index is its slot in the region map, or
+ * (size_t)-1 when it came from the recent pages. */
 static inline ht_page *
 find_page(ht_table *t, uintptr_t region, size_t *index)
 {
-    ht_page *last = t->last;
+    ht_page *last = t->recent[region % HT_RECENT];
     if (last != NULL && last->region == region) {
         *index = (size_t)-1;
         return last;
@@ -373,7 +374,7 @@ find_page(ht_table *t, uintptr_t region, size_t *index)
         return NULL;
     }
     *index = i;
-    t->last = t->regions[i].page;
+    t->recent[region % HT_RECENT] = t->regions[i].page;
     return t->regions[i].page;
 }
 
@@ -394,8 +395,10 @@ page_grow(ht_table *t, ht_page *p)
     q->used = p->used;
     size_t i = map_find(t->regions, t->rmask, p->region + 1);
     t->regions[i].page = q;
+    if (t->recent[p->region % HT_RECENT] == p) {
+        t->recent[p->region % HT_RECENT] = q;
+    }
     page_free(t, p);
-    t->last = q;
     return q;
 }
 
@@ -486,7 +489,7 @@ ht_table_put(ht_table *t, uintptr_t ptr, size_t size, uint32_t tb,
         ht_region e = { region + 1, p };
         map_place(t->regions, t->rmask, e);
         t->nregions++;
-        t->last = p;
+        t->recent[region % HT_RECENT] = p;
     }
     size_t distance;
     if (at != (size_t)-1) {

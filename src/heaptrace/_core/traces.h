@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #define HT_REGION_SHIFT 14                    /* 16 KiB regions */
+#define HT_RECENT 8                           /* entries of ht_table.recent */
 
 /* A slot of a region page: 8 bytes.  key = (offset in region) + 1, 0 for
  * empty; size = the block size, or HT_SIZE_BIG when the real size (128 KiB
@@ -56,7 +57,10 @@ typedef struct ht_table {
     ht_bigslot *big;
     size_t bmask;
     size_t nbig;
-    ht_page *last;         /* the page used last: most operations hit it */
+    /* Pages used recently, by region number modulo HT_RECENT: allocations
+     * alternate between the pools of a few size classes, and most
+     * operations find their page here without touching the region map. */
+    ht_page *recent[8];
     ht_page *dormant;      /* newest dormant page */
     ht_page *dormant_tail; /* oldest dormant page, evicted first */
     size_t ndormant;
