@@ -168,7 +168,7 @@ def test_run_keeps_the_newest(tmp_path):
 
 
 def test_run_passes_on_the_exit_status_and_failures(tmp_path):
-    result = run_heaptrace("run", "--interval", "0", "-o", tmp_path, SERVICE,
+    result = run_heaptrace("run", "--interval", "0", "-o", tmp_path, "--", SERVICE,
                            "--seconds", "0.1", "--exit", "3")
     assert result.returncode == 3
     assert len(snapshots_in(tmp_path)) == 1   # the one at exit
@@ -181,10 +181,12 @@ def test_run_passes_on_the_exit_status_and_failures(tmp_path):
 
 
 def test_run_module_with_json_events(tmp_path):
+    # The program's arguments may look like run's own options.
     result = run_heaptrace("run", "--json", "--interval", "0", "-o", tmp_path,
-                           "-m", "servicepkg", "alpha", "beta", cwd=TARGETS)
+                           "-m", "servicepkg", "alpha", "--keep", "2", "-o", "x",
+                           cwd=TARGETS)
     assert result.returncode == 0, result.stderr
-    assert "servicepkg args: alpha beta" in result.stdout
+    assert "servicepkg args: alpha --keep 2 -o x" in result.stdout
     events = [json.loads(line) for line in result.stderr.splitlines()]
     assert [e["event"] for e in events] == ["start", "snapshot", "exit"]
     assert events[1]["reason"] == "exit"

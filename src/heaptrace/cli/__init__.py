@@ -1,7 +1,9 @@
 """The ``heaptrace`` command: run, top, diff, trend, leaks.
 
 Each subcommand lives in its own module, which provides ``add_arguments``
-and ``execute`` and whose docstring is its help text.  Every failure the
+and ``execute`` and whose docstring is its help text; it may also provide
+``USAGE`` (the usage line) and ``split_argv`` (to keep the arguments of a
+program it runs away from argparse).  Every failure the
 user must hear about is raised as :class:`CLIError` and printed as one line;
 its exit code is 2 for a problem with what was asked (a missing file, a
 file that is not a snapshot, a target that does not exist) and 1 when the
@@ -24,6 +26,10 @@ __all__ = ["main", "CLIError", "COMMANDS"]
 COMMANDS = ("run", "top", "diff", "trend", "leaks")
 
 
+def _modules() -> dict:
+    return {name: importlib.import_module(f"{__name__}.{name}") for name in COMMANDS}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heaptrace",
@@ -31,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'heaptrace COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"heaptrace {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        module = importlib.import_module(f"{__name__}.{name}")
+    for name, module in _modules().items():
         summary = module.__doc__.strip().splitlines()[0]
         sub = commands.add_parser(name, help=summary, description=module.__doc__,
+                                  usage=getattr(module, "USAGE", None),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
         sub.set_defaults(execute=module.execute)
@@ -44,7 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # A command that runs a program (run) leaves the program's arguments
+    # alone: they are split off before argparse sees them.
+    split = getattr(_modules().get(argv[0]) if argv else None, "split_argv", None)
+    if split is not None:
+        own, program = split(argv[1:])
+        args = parser.parse_args([argv[0], *own])
+        args.program = program
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.execute(args)
     except CLIError as error:

@@ -1,9 +1,5 @@
 """Run a Python program with tracing on, writing snapshots while it runs.
 
-Usage:
-  heaptrace run [options] script.py [args...]
-  heaptrace run [options] -m module [args...]
-
 Examples:
   heaptrace run --interval 10 --keep 100 app.py --port 8000
   heaptrace run -o /tmp/snaps -m myservice
@@ -17,9 +13,11 @@ program's other threads have ended).  They are named
 heaptrace-<pid>-<sequence>.snap, so their names sort by time, and each
 stores the time it was taken (snapshot.timestamp).  A snapshot is written
 under a temporary name and then renamed, so readers never see half a file;
-heaptrace's own blocks are left out of it.
-With --keep K, only the newest K snapshots are kept.  Read them with
-`heaptrace top`, `diff` and `trend`.
+heaptrace's own blocks are left out of it.  With --keep K, only the newest
+K snapshots are kept.  Read them with `heaptrace top`, `diff` and `trend`.
+
+Everything after the script (or after -m MODULE, or after --) is the
+program's: it may use the same option names as run.
 
 heaptrace's own messages go to standard error (with --json, as one JSON
 object per line); the exit status is the program's.
@@ -71,6 +69,38 @@ def add_arguments(parser) -> None:
                              "(see docs/json.md)")
     parser.add_argument("program", nargs=argparse.REMAINDER, metavar="script.py [args]",
                         help="the program to run and its arguments")
+
+
+USAGE = ("heaptrace run [options] script.py [args...]\n"
+         "       heaptrace run [options] -m module [args...]")
+
+#: Options of `run` that take a value (the next argument, unless given as
+#: --option=value).
+_VALUE_OPTIONS = {"-f", "--nframe", "-o", "--output", "-i", "--interval", "-s", "--signal",
+                  "-k", "--keep"}
+
+
+def split_argv(argv: list) -> tuple:
+    """Split run's arguments into (heaptrace's options, the program's arguments).
+
+    The program starts at the first argument that is not an option of run
+    (the script), or right after ``-m MODULE``; ``--`` ends run's options.
+    Everything from there on belongs to the program, even if it looks like
+    one of run's options.
+    """
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            return argv[:index], argv[index + 1:]
+        if arg == "-m":
+            return argv[:index + 2], argv[index + 2:]
+        if arg.startswith("-m") and not arg.startswith("--"):
+            return argv[:index + 1], argv[index + 1:]
+        if not arg.startswith("-") or arg == "-":
+            return argv[:index], argv[index:]
+        index += 2 if arg in _VALUE_OPTIONS else 1
+    return argv, []
 
 
 def _parse_signal(name: str) -> signal.Signals:
