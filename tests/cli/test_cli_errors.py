@@ -135,3 +135,33 @@ def test_unknown_command_is_a_usage_error():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "usage:" in result.stderr
+
+
+class _Terminal:
+    def __init__(self, tty):
+        self.tty = tty
+        self.written = ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        self.written += text
+
+    def flush(self):
+        pass
+
+
+def test_progress_only_on_a_terminal():
+    from heaptrace.cli._common import Progress
+
+    terminal = _Terminal(tty=True)
+    progress = Progress(terminal)
+    progress.update("heaptrace: measuring 3/12")
+    progress.clear()
+    assert terminal.written == "\r\x1b[Kheaptrace: measuring 3/12\r\x1b[K"
+    pipe = _Terminal(tty=False)
+    progress = Progress(pipe)
+    progress.update("heaptrace: measuring 3/12")
+    progress.clear()
+    assert pipe.written == ""
