@@ -19,6 +19,7 @@ from heaptrace._api import (  # noqa: F401
     Filter,
     Frame,
     Snapshot,
+    SnapshotFormatError,
     Statistic,
     StatisticDiff,
     Trace,
@@ -93,6 +94,8 @@ __all__ = [
     "track",
     "untrack",
     "get_include",
+    # Raised by Snapshot.load for a file that is not a valid snapshot.
+    "SnapshotFormatError",
 ]
 
 # --- Exports of heaptrace's other modules -------------------------------------

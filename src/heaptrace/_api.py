@@ -15,6 +15,8 @@ changes nothing but speed.
 """
 
 import fnmatch
+import io
+import json
 import linecache
 import os.path
 import pickle
@@ -26,6 +28,12 @@ try:
     from heaptrace._core import SnapshotData as _SnapshotData
 except ImportError:  # pragma: no cover - engine missing or built without it
     _SnapshotData = None
+try:
+    from heaptrace._core import SnapshotFormatError
+except ImportError:  # pragma: no cover - engine missing or built without it
+    class SnapshotFormatError(ValueError):
+        """A snapshot file is truncated, corrupted or not a snapshot."""
+        status = None
 
 _SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -620,18 +628,240 @@ def _diff_groups(old, new):
     return diffs
 
 
-class _SnapshotUnpickler(pickle.Unpickler):
-    """Unpickler that reads the standard module's snapshots as heaptrace's.
+# -- Snapshot files ---------------------------------------------------------------
+#
+# Snapshot.dump writes heaptrace's own format (docs/format.md) with the
+# snapshot's other attributes as JSON in its meta section.  Snapshot.load
+# reads that, and the pickles the standard module's Snapshot.dump writes,
+# through an unpickler that can only rebuild plain data and stand-ins for
+# the two snapshot classes.
 
-    A snapshot pickled by ``tracemalloc`` names its classes in that module.
-    The classes here keep the same attributes, so each is simply read as its
-    heaptrace counterpart.
+_MAGIC = b"\x89HTSNAP\n"
+# Nesting deeper than this in an attribute's value is refused.
+_MAX_DEPTH = 100
+# The attributes the file itself stores.
+_OWN_ATTRIBUTES = ("traces", "traceback_limit")
+_PLAIN = "str, int, float, bool, None, lists and dicts with str keys"
+_MISSING = object()
+
+
+def _check_json_plain(name, value):
+    """Raise TypeError unless *value* is data that JSON gives back equal."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if item is None or kind in (str, bool, float):
+            continue
+        if kind is int:
+            if item.bit_length() > 13000:   # int('...') limit on load
+                raise TypeError("Snapshot.dump: attribute %r holds an int too "
+                                "large to store" % (name,))
+            continue
+        if depth >= _MAX_DEPTH:
+            raise TypeError("Snapshot.dump: attribute %r is nested more than %d "
+                            "levels deep (or holds a cycle)" % (name, _MAX_DEPTH))
+        if kind is list:
+            stack.extend((x, depth + 1) for x in item)
+        elif kind is dict:
+            for key, x in item.items():
+                if type(key) is not str:
+                    raise TypeError("Snapshot.dump: attribute %r holds a dict "
+                                    "with a %s key; only %s can be stored"
+                                    % (name, type(key).__name__, _PLAIN))
+                stack.append((x, depth + 1))
+        else:
+            raise TypeError("Snapshot.dump: attribute %r holds a %s; only %s "
+                            "can be stored" % (name, kind.__name__, _PLAIN))
+
+
+def _encode_meta(snapshot):
+    """The meta bytes of *snapshot*'s file: its other attributes as JSON."""
+    attributes = {}
+    for name, value in vars(snapshot).items():
+        if name in _OWN_ATTRIBUTES:
+            continue
+        if type(name) is not str:
+            raise TypeError("Snapshot.dump: attribute name %r is not a str"
+                            % (name,))
+        _check_json_plain(name, value)
+        attributes[name] = value
+    meta = {"attributes": attributes}
+    limit = snapshot.traceback_limit
+    if not (type(limit) is int and 0 <= limit < 2**31):
+        _check_json_plain("traceback_limit", limit)
+        meta["traceback_limit"] = limit
+    return json.dumps(meta, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def _decode_meta(meta):
+    """The (attributes, traceback_limit or _MISSING) stored in meta bytes."""
+    if not meta:
+        return {}, _MISSING
+    try:
+        value = json.loads(meta.decode("utf-8"))
+    except (ValueError, RecursionError) as error:
+        raise SnapshotFormatError("the meta section of the snapshot is not "
+                                  "valid JSON (%s)" % (error,)) from None
+    if type(value) is not dict or type(value.get("attributes", {})) is not dict:
+        raise SnapshotFormatError("the meta section of the snapshot is not a "
+                                  "JSON object with an 'attributes' object")
+    attributes = value.get("attributes", {})
+    for name, item in attributes.items():
+        if name in _OWN_ATTRIBUTES:
+            raise SnapshotFormatError("the meta section of the snapshot sets "
+                                      "the attribute %r" % (name,))
+        try:
+            _check_json_plain(name, item)
+        except TypeError as error:
+            raise SnapshotFormatError(str(error).replace(
+                "Snapshot.dump", "snapshot file")) from None
+    return attributes, value.get("traceback_limit", _MISSING)
+
+
+class _PickledObject:
+    """What the restricted unpickler makes for one of the snapshot classes.
+
+    It holds the pickled state in its dict and nothing else: it cannot be
+    called with arguments, and takes only a dict of str keys as state.  The
+    loader then checks that state and builds the real objects from it.
     """
 
+    def __new__(cls, *args, **kwargs):
+        if args or kwargs:
+            raise SnapshotFormatError("the pickle passes arguments to %s"
+                                      % cls._pickled_name)
+        return object.__new__(cls)
+
+    def __init__(self):
+        pass
+
+    def __setstate__(self, state):
+        if type(state) is not dict or any(type(key) is not str
+                                          or key.startswith("__")
+                                          for key in state):
+            raise SnapshotFormatError("the pickle gives %s a state that is not "
+                                      "a dict of attributes" % self._pickled_name)
+        self.__dict__.update(state)
+
+
+class _PickledSnapshot(_PickledObject):
+    _pickled_name = "Snapshot"
+
+
+class _PickledTraces(_PickledObject):
+    _pickled_name = "_Traces"
+
+
+_PICKLE_CLASSES = {
+    ("tracemalloc", "Snapshot"): _PickledSnapshot,
+    ("tracemalloc", "_Traces"): _PickledTraces,
+    # pickle.dump of heaptrace's own Snapshot
+    (__name__, "Snapshot"): _PickledSnapshot,
+    (__name__, "_Traces"): _PickledTraces,
+}
+
+
+class _SnapshotUnpickler(pickle.Unpickler):
+    """Unpickler that only rebuilds plain data and the two snapshot classes."""
+
     def find_class(self, module, name):
-        if module == "tracemalloc" and name in _PICKLE_ALIASES:
-            return _PICKLE_ALIASES[name]
-        return super().find_class(module, name)
+        cls = _PICKLE_CLASSES.get((module, name))
+        if cls is None:
+            raise SnapshotFormatError(
+                "the snapshot loader refuses to load global '%s.%s': a "
+                "tracemalloc snapshot pickle only names tracemalloc.Snapshot "
+                "and tracemalloc._Traces" % (module, name))
+        return cls
+
+    def persistent_load(self, pid):
+        raise SnapshotFormatError("the snapshot loader refuses persistent ids")
+
+
+def _check_pickled_plain(name, value):
+    """Raise SnapshotFormatError unless *value* is plain data (scalars,
+    bytes, and tuples, lists, dicts, sets of them), nested at most
+    _MAX_DEPTH levels.  Each container is looked at once."""
+    seen = set()
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if item is None or kind in (str, bool, int, float, bytes):
+            continue
+        if kind not in (tuple, list, dict, set, frozenset):
+            raise SnapshotFormatError(
+                "attribute %r of the pickled snapshot holds a %s object; the "
+                "loader only reads plain data there" % (name, kind.__name__))
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if depth >= _MAX_DEPTH:
+            raise SnapshotFormatError("attribute %r of the pickled snapshot is "
+                                      "nested more than %d levels deep"
+                                      % (name, _MAX_DEPTH))
+        if kind is dict:
+            stack.extend((x, depth + 1) for pair in item.items() for x in pair)
+        else:
+            stack.extend((x, depth + 1) for x in item)
+
+
+def _snapshot_from_pickle(data):
+    """Rebuild a Snapshot from the bytes of a snapshot pickle, or raise
+    SnapshotFormatError."""
+    _SnapshotData.check_pickle(data)
+    try:
+        obj = _SnapshotUnpickler(io.BytesIO(data)).load()
+    except (SnapshotFormatError, MemoryError):
+        raise
+    except Exception as error:  # whatever the unpickler trips on
+        raise SnapshotFormatError("invalid snapshot pickle (%s: %s)"
+                                  % (type(error).__name__, error)) from None
+    if type(obj) is not _PickledSnapshot:
+        raise SnapshotFormatError("the pickle holds a %s, not a tracemalloc "
+                                  "Snapshot" % type(obj).__name__)
+    state = dict(obj.__dict__)
+    traces = state.pop("traces", None)
+    limit = state.pop("traceback_limit", None)
+    if type(traces) is not _PickledTraces:
+        raise SnapshotFormatError("the pickled snapshot's traces are a %s, not "
+                                  "a tracemalloc _Traces" % type(traces).__name__)
+    raw = traces.__dict__.get("_traces")
+    if type(raw) is not list or len(traces.__dict__) != 1:
+        raise SnapshotFormatError("the pickled snapshot's _Traces does not "
+                                  "hold just a list of traces")
+    if type(limit) is not int or not 0 <= limit < 2**31:
+        raise SnapshotFormatError("the pickled snapshot's traceback_limit is "
+                                  "not an int from 0 to 2**31-1: %.100r" % (limit,))
+    for name, value in state.items():
+        _check_pickled_plain(name, value)
+    try:
+        snapdata = _SnapshotData.from_raw(raw, limit, legacy=True)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise SnapshotFormatError("invalid trace in the pickled snapshot (%s)"
+                                  % (error,)) from None
+    snapshot = Snapshot._from_data(snapdata, limit)
+    snapshot.__dict__.update(state)
+    return snapshot
+
+
+def _snapshot_from_bytes(data, filename):
+    """Rebuild a Snapshot from the contents of a snapshot file."""
+    if data and data[:len(_MAGIC)] == _MAGIC[:len(data)]:
+        snapdata, meta = _SnapshotData.from_bytes(data)
+        attributes, limit = _decode_meta(meta)
+        if limit is _MISSING:
+            limit = snapdata.traceback_limit
+        snapshot = Snapshot._from_data(snapdata, limit)
+        snapshot.__dict__.update(attributes)
+        return snapshot
+    if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return _snapshot_from_pickle(data)
+    what = "it is empty" if not data else "it starts with %r" % (data[:8],)
+    raise SnapshotFormatError(
+        "%s is neither a heaptrace snapshot nor a tracemalloc snapshot pickle "
+        "(%s)" % (os.fsdecode(filename) if isinstance(filename, (str, bytes, os.PathLike))
+                  else filename, what))
 
 
 class Snapshot:
@@ -666,18 +896,39 @@ class Snapshot:
             return None
 
     def dump(self, filename):
-        """Write the snapshot to the file *filename*."""
+        """Write the snapshot to the file *filename*, in heaptrace's format.
+
+        The snapshot's other attributes are stored too; they must be plain
+        data (str, int, float, bool, None, lists and dicts with str keys),
+        or TypeError names the first one that is not.  I/O errors raise
+        OSError.
+        """
+        meta = _encode_meta(self)
+        data = self._snapdata()
+        if data is None:
+            limit = self.traceback_limit
+            if not (type(limit) is int and 0 <= limit < 2**31):
+                limit = 0
+            data = _SnapshotData.from_raw(list(self.traces._traces), limit,
+                                          legacy=False)
+        blob = data.to_bytes(meta)
         with open(filename, "wb") as stream:
-            pickle.dump(self, stream, pickle.HIGHEST_PROTOCOL)
+            stream.write(blob)
 
     @staticmethod
     def load(filename):
-        """Read a snapshot written by dump(), by heaptrace or by tracemalloc.
+        """Read a snapshot written by dump(), or by tracemalloc's dump().
 
-        The file is a pickle: never load one from an untrusted source.
+        A heaptrace file is decoded and checked in C.  A pickle is read by
+        an unpickler that can only rebuild plain data and the snapshot
+        classes, after a check of its opcodes; nothing it names is called.
+        A file that is truncated, corrupted, hostile, or neither kind raises
+        SnapshotFormatError (a ValueError) saying what is wrong; I/O errors
+        raise OSError.
         """
         with open(filename, "rb") as stream:
-            return _SnapshotUnpickler(stream).load()
+            data = stream.read()
+        return _snapshot_from_bytes(data, filename)
 
     def filter_traces(self, filters):
         """Return a new Snapshot with only the traces that pass *filters*.
@@ -785,11 +1036,6 @@ class Snapshot:
         diffs = _diff_groups(old, new)
         diffs.sort(key=StatisticDiff._sort_key, reverse=True)
         return diffs
-
-
-_PICKLE_ALIASES = {cls.__name__: cls for cls in (
-    Frame, Traceback, Trace, _Traces, Statistic, StatisticDiff,
-    BaseFilter, Filter, DomainFilter, Snapshot)}
 
 
 # -- Functions that talk to the engine -------------------------------------------

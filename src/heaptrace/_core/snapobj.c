@@ -1181,7 +1181,8 @@ pk_fail(const char *status, const char *fmt, ...)
 }
 
 /* What the scanner knows of a value on the unpickler's stack. */
-enum { T_SCALAR, T_TUPLE, T_LIST, T_DICT, T_CLASS, T_OBJ };
+enum { T_SCALAR, T_STRING, T_TUPLE, T_LIST, T_DICT, T_CLASS, T_OBJ };
+#define IS_SCALAR(t) ((t) == T_SCALAR || (t) == T_STRING)
 
 /* A growable array of bytes (tags) or of size_t (mark positions). */
 typedef struct {
@@ -1191,6 +1192,7 @@ typedef struct {
     size_t nmarks, capmarks;
     unsigned char *memo;     /* tag of each memo entry */
     size_t capmemo;
+    ht_u64map memo_str;      /* memo index of a string -> byte of its opcode */
 } pk_state;
 
 static int
@@ -1237,6 +1239,7 @@ pk_scan(const unsigned char *p, size_t n)
     PyMem_Free(st.tags);
     PyMem_Free(st.marks);
     PyMem_Free(st.memo);
+    ht_u64map_free(&st.memo_str);
     return rc;
 }
 
@@ -1268,8 +1271,10 @@ pk_stack(pk_state *st, unsigned char code, const pk_op *op, size_t at)
         st->marks[st->nmarks++] = st->ntags;
         return 0;
     case 'N': case 0x88: case 0x89: case 'J': case 'K': case 'M': case 0x8a: case 0x8b:
-    case 'G': case 'X': case 0x8c: case 0x8d: case 'B': case 'C': case 0x8e:
+    case 'G': case 'B': case 'C': case 0x8e:
         return pk_push(st, T_SCALAR);
+    case 'X': case 0x8c: case 0x8d:
+        return pk_push(st, T_STRING);
     case 0x8f:
         return pk_push(st, T_SCALAR);   /* a set, filled with scalars only */
     case ')':
@@ -1283,7 +1288,7 @@ pk_stack(pk_state *st, unsigned char code, const pk_op *op, size_t at)
     case 0x93:
         PK_POP(a);
         PK_POP(b);
-        if (a != T_SCALAR || b != T_SCALAR) {
+        if (!IS_SCALAR(a) || !IS_SCALAR(b)) {
             goto bad;
         }
         return pk_push(st, T_CLASS);
@@ -1303,7 +1308,7 @@ pk_stack(pk_state *st, unsigned char code, const pk_op *op, size_t at)
         PK_POP(a);
         PK_POP(b);
         PK_POP(c);
-        if (b != T_SCALAR || c != T_DICT) {
+        if (!IS_SCALAR(b) || c != T_DICT) {
             goto bad;
         }
         return pk_push(st, c);
@@ -1338,14 +1343,14 @@ pk_stack(pk_state *st, unsigned char code, const pk_op *op, size_t at)
             goto bad;
         }
         for (size_t k = mark; k < st->ntags; k += 2) {
-            if (st->tags[k] != T_SCALAR) {
+            if (!IS_SCALAR(st->tags[k])) {
                 goto bad;
             }
         }
     }
     if (code == 0x90 || code == 0x91) {
         for (size_t k = mark; k < st->ntags; k++) {
-            if (st->tags[k] != T_SCALAR) {
+            if (!IS_SCALAR(st->tags[k])) {
                 goto bad;
             }
         }
@@ -1376,6 +1381,22 @@ bad:
                    "a snapshot pickle never applies it to such values", op->name, at);
 }
 
+/* Remember that memo entry idx is the string whose opcode starts at byte
+ * `at` (SIZE_MAX: it is not a string, or not one the scanner knows). */
+static int
+pk_memo_string(pk_state *st, uint64_t idx, size_t at)
+{
+    if (st->memo[idx] != T_STRING || at == SIZE_MAX || at > UINT32_MAX) {
+        st->memo[idx] = st->memo[idx] == T_STRING ? T_SCALAR : st->memo[idx];
+        return 0;
+    }
+    if (ht_u64map_put(&st->memo_str, idx, (uint32_t)at) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
 static int
 pk_scan_impl(const unsigned char *p, size_t n, pk_state *st)
 {
@@ -1384,6 +1405,7 @@ pk_scan_impl(const unsigned char *p, size_t n, pk_state *st)
     /* The last two strings pushed, for STACK_GLOBAL (NULL: unknown). */
     const unsigned char *str[2] = {NULL, NULL};
     size_t strlen_[2] = {0, 0};
+    size_t last_string_at = 0;   /* byte of the opcode of str[1] */
     if (n < 2 || p[0] != 0x80 || p[1] < 2 || p[1] > 5) {
         return pk_fail("NOT_A_SNAPSHOT", "not a pickle of protocol 2 to 5");
     }
@@ -1470,6 +1492,7 @@ pk_scan_impl(const unsigned char *p, size_t n, pk_state *st)
             }
             break;
         case OP_STRING:
+            last_string_at = at;
             str[0] = str[1];
             strlen_[0] = strlen_[1];
             str[1] = payload;
@@ -1495,6 +1518,9 @@ pk_scan_impl(const unsigned char *p, size_t n, pk_state *st)
                 nput++;
             }
             st->memo[v] = st->tags[st->ntags - 1];
+            if (pk_memo_string(st, v, str[1] != NULL ? last_string_at : SIZE_MAX) < 0) {
+                return -1;
+            }
             break;
         case OP_MEMOIZE:
             if (st->ntags == 0) {
@@ -1504,7 +1530,11 @@ pk_scan_impl(const unsigned char *p, size_t n, pk_state *st)
             if (pk_grow((void **)&st->memo, &st->capmemo, nput + 1, 1) < 0) {
                 return -1;
             }
-            st->memo[nput++] = st->tags[st->ntags - 1];
+            st->memo[nput] = st->tags[st->ntags - 1];
+            if (pk_memo_string(st, nput, str[1] != NULL ? last_string_at : SIZE_MAX) < 0) {
+                return -1;
+            }
+            nput++;
             break;
         case OP_GET:
             if (v >= nput) {
@@ -1514,7 +1544,20 @@ pk_scan_impl(const unsigned char *p, size_t n, pk_state *st)
             if (pk_push(st, st->memo[v]) < 0) {
                 return -1;
             }
-            str[0] = str[1] = NULL;
+            {
+                uint32_t where;
+                str[0] = str[1];
+                strlen_[0] = strlen_[1];
+                str[1] = NULL;
+                if (st->memo[v] == T_STRING && ht_u64map_get(&st->memo_str, v, &where)) {
+                    /* Re-read the string opcode stored at that byte. */
+                    const unsigned char *q = p + where;
+                    size_t w = *q == 0x8c ? 1 : *q == 'X' ? 4 : 8;
+                    str[1] = q + 1 + w;
+                    strlen_[1] = (size_t)pk_le(q + 1, w);
+                    last_string_at = where;
+                }
+            }
             break;
         case OP_STACK_GLOBAL:
             if (str[0] != NULL && str[1] != NULL
@@ -1539,7 +1582,7 @@ pk_scan_impl(const unsigned char *p, size_t n, pk_state *st)
             break;
         }
         if (op->kind != OP_STRING && op->kind != OP_PUT && op->kind != OP_MEMOIZE
-            && op->kind != OP_FRAME && op->kind != OP_STACK_GLOBAL) {
+            && op->kind != OP_FRAME && op->kind != OP_GET) {
             str[0] = str[1] = NULL;
         }
     }
