@@ -1132,6 +1132,30 @@ pk_global_allowed(const unsigned char *mod, size_t modlen, const unsigned char *
     return 0;
 }
 
+/* Raise SnapshotFormatError(msg) with the status attribute; msg may hold
+ * bytes of the pickle that are not UTF-8 (shown backslash-escaped).
+ * Returns -1. */
+static int
+pk_raise(const char *status, const char *msg)
+{
+    PyObject *text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "backslashreplace");
+    if (text == NULL) {
+        return -1;
+    }
+    PyObject *exc = PyObject_CallOneArg(SnapshotFormatError, text);
+    Py_DECREF(text);
+    if (exc == NULL) {
+        return -1;
+    }
+    PyObject *name = PyUnicode_FromString(status);
+    if (name != NULL && PyObject_SetAttrString(exc, "status", name) == 0) {
+        PyErr_SetObject(SnapshotFormatError, exc);
+    }
+    Py_XDECREF(name);
+    Py_DECREF(exc);
+    return -1;
+}
+
 /* Raise SnapshotFormatError("... refuses to load global 'mod.name' ...") with
  * status "REFUSED"; returns -1. */
 static int
@@ -1145,17 +1169,7 @@ pk_refuse_global(const unsigned char *mod, size_t modlen, const unsigned char *n
                   "a tracemalloc snapshot pickle only names tracemalloc.Snapshot "
                   "and tracemalloc._Traces", ml, (const char *)mod, nl,
                   (const char *)name, at);
-    PyObject *exc = PyObject_CallFunction(SnapshotFormatError, "s", msg);
-    if (exc == NULL) {
-        return -1;
-    }
-    PyObject *status = PyUnicode_FromString("REFUSED");
-    if (status != NULL && PyObject_SetAttrString(exc, "status", status) == 0) {
-        PyErr_SetObject(SnapshotFormatError, exc);
-    }
-    Py_XDECREF(status);
-    Py_DECREF(exc);
-    return -1;
+    return pk_raise("REFUSED", msg);
 }
 
 /* Raise SnapshotFormatError with the given status name and message. */
@@ -1167,17 +1181,7 @@ pk_fail(const char *status, const char *fmt, ...)
     va_start(ap, fmt);
     PyOS_vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    PyObject *exc = PyObject_CallFunction(SnapshotFormatError, "s", msg);
-    if (exc == NULL) {
-        return -1;
-    }
-    PyObject *name = PyUnicode_FromString(status);
-    if (name != NULL && PyObject_SetAttrString(exc, "status", name) == 0) {
-        PyErr_SetObject(SnapshotFormatError, exc);
-    }
-    Py_XDECREF(name);
-    Py_DECREF(exc);
-    return -1;
+    return pk_raise(status, msg);
 }
 
 /* What the scanner knows of a value on the unpickler's stack. */
