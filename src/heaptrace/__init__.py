@@ -98,6 +98,21 @@ __all__ = [
     "SnapshotFormatError",
 ]
 
-# --- Exports of heaptrace's other modules -------------------------------------
-# The leak-hunting helpers (find_leaks, measure, ...) are imported here and
-# their names appended to __all__ by the authors of those modules.
+# --- Leak hunting ---------------------------------------------------------------
+# measure is imported eagerly: the submodule heaptrace.measure has the same
+# name, and the context manager must win.  The leak finder is loaded on first
+# use (its import costs a few milliseconds of dataclass set-up).
+from heaptrace.measure import Measurement, measure, measured  # noqa: E402
+
+_LAZY = {"find_leaks", "LeakReport", "Suspect"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from heaptrace import leaks
+        return getattr(leaks, name)
+    raise AttributeError(f"module 'heaptrace' has no attribute {name!r}")
+
+
+__all__ += ["find_leaks", "LeakReport", "Suspect", "measure", "measured",
+            "Measurement"]
