@@ -700,6 +700,15 @@ ht_intern_frames(uint32_t tb)
     return frames_gil(tb);
 }
 
+void
+ht_intern_counts(uint32_t *ngil, uint32_t *ndetached)
+{
+    *ngil = gil_tab.nrecs;
+    pthread_mutex_lock(&ht_raw_lock);
+    *ndetached = det_tab.nrecs;
+    pthread_mutex_unlock(&ht_raw_lock);
+}
+
 int
 ht_intern_total(uint32_t tb)
 {

@@ -46,6 +46,10 @@ uint32_t ht_intern_capture_detached(PyThreadState *ts);
  * takes the raw lock briefly for detached ids.  Results are cached. */
 PyObject *ht_intern_frames(uint32_t tb);
 
+/* How many GIL and detached tracebacks exist: every id in use is below
+ * these.  GIL held; takes the raw lock briefly.  Never fails. */
+void ht_intern_counts(uint32_t *ngil, uint32_t *ndetached);
+
 /* total_nframe of a traceback, or 0 for an unknown id.  GIL held. */
 int ht_intern_total(uint32_t tb);
 

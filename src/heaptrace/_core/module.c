@@ -250,35 +250,34 @@ PyDoc_STRVAR(get_traces_doc,
 static PyObject *
 ht_py_get_traces(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
-    ht_export_trace *traces;
-    size_t n;
+    ht_export traces;
     uint64_t generation = ht_tracer_generation();
-    if (ht_tracer_export(&traces, &n) < 0) {
+    if (ht_tracer_export(&traces) < 0) {
         return NULL;
     }
-    PyObject *list = PyList_New((Py_ssize_t)n);
+    PyObject *list = PyList_New((Py_ssize_t)traces.n);
     if (list == NULL) {
-        free(traces);
+        ht_export_free(&traces);
         return NULL;
     }
-    for (size_t i = 0; i < n; i++) {
-        PyObject *frames = frames_of(traces[i].tb, generation);
+    for (size_t i = 0; i < traces.n; i++) {
+        PyObject *frames = frames_of(traces.tb[i], generation);
         if (frames == NULL) {
             goto error;
         }
-        PyObject *item = Py_BuildValue("(InNi)", traces[i].domain,
-                                       (Py_ssize_t)traces[i].size, frames,
-                                       ht_intern_total(traces[i].tb));
+        PyObject *item = Py_BuildValue("(IKNi)", traces.domain[i],
+                                       (unsigned long long)traces.size[i], frames,
+                                       ht_intern_total(traces.tb[i]));
         if (item == NULL) {
             goto error;
         }
         PyList_SET_ITEM(list, (Py_ssize_t)i, item);
     }
-    free(traces);
+    ht_export_free(&traces);
     return list;
 
 error:
-    free(traces);
+    ht_export_free(&traces);
     Py_DECREF(list);
     return NULL;
 }

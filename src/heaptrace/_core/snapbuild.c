@@ -289,22 +289,33 @@ ht_snapshot_take(ht_snap *out)
 {
     memset(out, 0, sizeof(*out));
     uint64_t generation = ht_tracer_generation();
-    ht_export_trace *traces;
-    size_t n;
-    if (ht_tracer_export(&traces, &n) < 0) {
+    ht_export traces;
+    if (ht_tracer_export(&traces) < 0) {
         return -1;
     }
+    size_t n = traces.n;
     builder b;
     memset(&b, 0, sizeof(b));
     b.s = out;
-    u64map live_map;     /* live traceback id -> canonical id */
-    memset(&live_map, 0, sizeof(live_map));
+    /* Live traceback id -> canonical id, by direct index: GIL ids and
+     * detached ids are both dense from 0.  Every id in the export is below
+     * the counts read after it (the tables only grow until cleared, and a
+     * clear is detected through the generation). */
+    uint32_t ngil, ndet;
+    ht_intern_counts(&ngil, &ndet);
+    uint32_t *map_gil = ht_malloc(((size_t)ngil + 1) * sizeof(uint32_t));
+    uint32_t *map_det = ht_malloc(((size_t)ndet + 1) * sizeof(uint32_t));
     b.strings = PyDict_New();
     out->traceback_limit = ht_tracer_nframe();
+    /* The export's columns become the snapshot's: domains and sizes as
+     * they are, traceback ids rewritten in place to canonical ones. */
     out->ntraces = n;
-    out->tr_domain = ht_malloc((n ? n : 1) * sizeof(uint32_t));
-    out->tr_size = ht_malloc((n ? n : 1) * sizeof(uint64_t));
-    out->tr_tb = ht_malloc((n ? n : 1) * sizeof(uint32_t));
+    out->tr_domain = traces.domain;
+    out->tr_size = traces.size;
+    out->tr_tb = traces.tb;
+    traces.domain = NULL;
+    traces.size = NULL;
+    traces.tb = NULL;
     out->str_off = ht_calloc(1, sizeof(uint64_t));
     out->tb_off = ht_calloc(1, sizeof(uint32_t));
     b.cap_stroff = b.cap_tboff = 1;
@@ -312,35 +323,32 @@ ht_snapshot_take(ht_snap *out)
         goto error;
     }
     if (out->tr_domain == NULL || out->tr_size == NULL || out->tr_tb == NULL
-        || out->str_off == NULL || out->tb_off == NULL) {
+        || out->str_off == NULL || out->tb_off == NULL
+        || map_gil == NULL || map_det == NULL) {
         PyErr_NoMemory();
         goto error;
     }
+    memset(map_gil, 0xFF, ((size_t)ngil + 1) * sizeof(uint32_t));
+    memset(map_det, 0xFF, ((size_t)ndet + 1) * sizeof(uint32_t));
     for (size_t i = 0; i < n; i++) {
-        if (u64map_reserve(&live_map) < 0) {
-            PyErr_NoMemory();
+        uint32_t live = out->tr_tb[i];
+        uint32_t index = live & ~HT_TB_DETACHED;
+        uint32_t *slot = (live & HT_TB_DETACHED) ? &map_det[index] : &map_gil[index];
+        if (index >= ((live & HT_TB_DETACHED) ? ndet : ngil)) {
+            PyErr_SetString(PyExc_SystemError, "heaptrace: traceback id out of range");
             goto error;
         }
-        size_t slot = u64map_slot(&live_map, traces[i].tb);
-        uint32_t canonical;
-        if (live_map.keys[slot] != 0) {
-            canonical = live_map.vals[slot];
-        }
-        else {
-            if (resolve(&b, traces[i].tb, generation, &canonical) < 0) {
+        uint32_t canonical = *slot;
+        if (canonical == UINT32_MAX) {
+            if (resolve(&b, live, generation, &canonical) < 0) {
                 goto error;
             }
-            /* resolve() does not touch live_map, so the slot still holds. */
-            live_map.keys[slot] = (uint64_t)traces[i].tb + 1;
-            live_map.vals[slot] = canonical;
-            live_map.used++;
+            *slot = canonical;
         }
-        out->tr_domain[i] = traces[i].domain;
-        out->tr_size[i] = traces[i].size;
         out->tr_tb[i] = canonical;
     }
-    free(traces);
-    u64map_free(&live_map);
+    free(map_gil);
+    free(map_det);
     u64map_free(&b.frames);
     u64map_free(&b.tbs);
     free(b.tb_next);
@@ -349,8 +357,8 @@ ht_snapshot_take(ht_snap *out)
     return 0;
 
 error:
-    free(traces);
-    u64map_free(&live_map);
+    free(map_gil);
+    free(map_det);
     u64map_free(&b.frames);
     u64map_free(&b.tbs);
     free(b.tb_next);

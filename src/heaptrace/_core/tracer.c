@@ -418,24 +418,19 @@ ht_tracer_lookup(unsigned int domain, uintptr_t ptr, uint32_t *tb)
     return found;
 }
 
-static size_t
-append_table(const ht_table *t, unsigned int domain, ht_export_trace *out,
-             ht_trace_out *scratch)
+void
+ht_export_free(ht_export *e)
 {
-    size_t n = ht_table_export(t, scratch);
-    for (size_t i = 0; i < n; i++) {
-        out[i].size = scratch[i].size;
-        out[i].domain = domain;
-        out[i].tb = scratch[i].tb;
-    }
-    return n;
+    free(e->domain);
+    free(e->size);
+    free(e->tb);
+    memset(e, 0, sizeof(*e));
 }
 
 int
-ht_tracer_export(ht_export_trace **out, size_t *n)
+ht_tracer_export(ht_export *out)
 {
-    *out = NULL;
-    *n = 0;
+    memset(out, 0, sizeof(*out));
     if (!atomic_load(&tracing)) {
         return 0;
     }
@@ -443,33 +438,27 @@ ht_tracer_export(ht_export_trace **out, size_t *n)
      * while it is copied; the raw lock freezes the others. */
     pthread_mutex_lock(&ht_raw_lock);
     size_t total = ht_table_len(&gil_traces) + ht_table_len(&raw_traces);
-    size_t largest = ht_table_len(&gil_traces) > ht_table_len(&raw_traces)
-                     ? ht_table_len(&gil_traces) : ht_table_len(&raw_traces);
     for (size_t i = 0; i < ndomains; i++) {
-        size_t len = ht_table_len(&domains[i].table);
-        total += len;
-        if (len > largest) {
-            largest = len;
-        }
+        total += ht_table_len(&domains[i].table);
     }
-    ht_export_trace *arr = ht_malloc((total ? total : 1) * sizeof(*arr));
-    ht_trace_out *scratch = ht_malloc((largest ? largest : 1) * sizeof(*scratch));
-    if (arr == NULL || scratch == NULL) {
+    size_t rows = total ? total : 1;
+    out->domain = ht_malloc(rows * sizeof(uint32_t));
+    out->size = ht_malloc(rows * sizeof(uint64_t));
+    out->tb = ht_malloc(rows * sizeof(uint32_t));
+    if (out->domain == NULL || out->size == NULL || out->tb == NULL) {
         pthread_mutex_unlock(&ht_raw_lock);
-        free(arr);
-        free(scratch);
+        ht_export_free(out);
         PyErr_NoMemory();
         return -1;
     }
-    size_t k = append_table(&gil_traces, 0, arr, scratch);
-    k += append_table(&raw_traces, 0, arr + k, scratch);
+    size_t k = ht_table_export(&gil_traces, 0, out->domain, out->size, out->tb);
+    k += ht_table_export(&raw_traces, 0, out->domain + k, out->size + k, out->tb + k);
     for (size_t i = 0; i < ndomains; i++) {
-        k += append_table(&domains[i].table, domains[i].domain, arr + k, scratch);
+        k += ht_table_export(&domains[i].table, domains[i].domain,
+                             out->domain + k, out->size + k, out->tb + k);
     }
     pthread_mutex_unlock(&ht_raw_lock);
-    free(scratch);
-    *out = arr;
-    *n = k;
+    out->n = k;
     return 0;
 }
 

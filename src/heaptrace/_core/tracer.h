@@ -24,12 +24,17 @@
 
 extern pthread_mutex_t ht_raw_lock;
 
-/* One exported trace. */
+/* Every trace, as columns (malloc'ed arrays of n entries each, NULL when
+ * n == 0): what ht_tracer_export gives and the caller frees. */
 typedef struct {
-    size_t size;
-    uint32_t domain;
-    uint32_t tb;
-} ht_export_trace;
+    size_t n;
+    uint32_t *domain;
+    uint64_t *size;
+    uint32_t *tb;
+} ht_export;
+
+/* Free the columns of an export and zero it.  Never fails. */
+void ht_export_free(ht_export *e);
 
 /* ---- used by the hooks -------------------------------------------------- */
 
@@ -91,9 +96,9 @@ uint64_t ht_tracer_generation(void);
 /* Traceback id of a traced block.  1 if found, 0 if not. */
 int ht_tracer_lookup(unsigned int domain, uintptr_t ptr, uint32_t *tb);
 
-/* All traces, in a malloc'ed array (*n entries; may be NULL when *n == 0).
- * Returns 0, or -1 with MemoryError set. */
-int ht_tracer_export(ht_export_trace **out, size_t *n);
+/* All traces, as columns.  Returns 0, or -1 with MemoryError set (then *out
+ * is empty). */
+int ht_tracer_export(ht_export *out);
 
 /* Track or untrack a block of a user domain.  Any thread, GIL or not.
  * Returns 0, -1 when out of memory, -2 when not tracing (the values of

@@ -566,7 +566,8 @@ ht_table_get(const ht_table *t, uintptr_t ptr, ht_trace_out *out)
 }
 
 size_t
-ht_table_export(const ht_table *t, ht_trace_out *out)
+ht_table_export(const ht_table *t, uint32_t domain, uint32_t *domains,
+                uint64_t *sizes, uint32_t *tbs)
 {
     size_t n = 0;
     if (t->regions == NULL) {
@@ -574,7 +575,7 @@ ht_table_export(const ht_table *t, ht_trace_out *out)
     }
     for (size_t r = 0; r <= t->rmask; r++) {
         const ht_page *p = t->regions[r].page;
-        if (t->regions[r].region1 == 0) {
+        if (t->regions[r].region1 == 0 || p->used == 0) {
             continue;
         }
         uintptr_t base = p->region << HT_REGION_SHIFT;
@@ -584,11 +585,10 @@ ht_table_export(const ht_table *t, ht_trace_out *out)
             if (key == 0) {
                 continue;
             }
-            uintptr_t ptr = base + key - 1;
             size_t size = slot_small_size(s);
-            out[n].ptr = ptr;
-            out[n].size = size == HT_SIZE_BIG ? big_size(t, ptr) : size;
-            out[n].tb = s->tb;
+            domains[n] = domain;
+            sizes[n] = size == HT_SIZE_BIG ? big_size(t, base + key - 1) : size;
+            tbs[n] = s->tb;
             n++;
         }
     }

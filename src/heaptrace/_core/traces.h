@@ -98,9 +98,11 @@ int ht_table_get(const ht_table *t, uintptr_t ptr, ht_trace_out *out);
 /* Number of live entries. */
 static inline size_t ht_table_len(const ht_table *t) { return t->count; }
 
-/* Copy every entry into out (room for ht_table_len entries).  Returns the
- * number written. */
-size_t ht_table_export(const ht_table *t, ht_trace_out *out);
+/* Append every entry to three columns (room for ht_table_len entries
+ * each): domain (the given one), size and traceback id.  Returns the number
+ * written.  Never fails. */
+size_t ht_table_export(const ht_table *t, uint32_t domain, uint32_t *domains,
+                       uint64_t *sizes, uint32_t *tbs);
 
 /* Bytes of memory the table itself uses. */
 size_t ht_table_memory(const ht_table *t);
