@@ -151,6 +151,16 @@ class Bench:
         self.module.Snapshot.load(self.path)
 
 
+def seconds_text(seconds):
+    """Seconds to three significant digits (these span five decades)."""
+    return f"{seconds:.0f}" if seconds >= 100 else f"{seconds:#.3g}"
+
+
+def ratio_text(ratio):
+    """A ratio such as a speedup, with one decimal below 100."""
+    return f"{ratio:,.0f}x" if ratio >= 100 else f"{ratio:.1f}x"
+
+
 def timed(label, func):
     """Call func(); report and return the seconds it took."""
     begin = time.perf_counter()
@@ -232,18 +242,19 @@ def main():
         headers.append("speedup")
     rows = []
     for op in ["build"] + args.ops:
-        row = [op] + [f"{results[m]['seconds'][op]:.3f}" for m in modules]
+        row = [op] + [seconds_text(results[m]["seconds"][op])
+                      for m in modules]
         if len(modules) == 2:
             std, ours = (results[m]["seconds"][op] for m in modules)
-            row.append(f"{std / ours:.1f}x")
+            row.append(ratio_text(std / ours))
         rows.append(row)
     if "dump" in args.ops:
         sizes = [results[m]["file_size"] for m in modules]
         row = ["dump file size (MB)"] + [f"{s / 1e6:.1f}" for s in sizes]
         if len(modules) == 2:
             ratio = sizes[0] / sizes[1]
-            row.append(f"{ratio:.1f}x smaller" if ratio >= 1
-                       else f"{1 / ratio:.1f}x larger")
+            row.append(f"{ratio_text(ratio)} smaller" if ratio >= 1
+                       else f"{ratio_text(1 / ratio)} larger")
         rows.append(row)
     counts = ", ".join(f"{m} {results[m]['ntraces']:,}" for m in modules)
     tracing = "active" if args.keep_tracing else "stopped"
