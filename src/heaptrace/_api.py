@@ -1001,12 +1001,11 @@ class Snapshot:
         data = self._snapdata()
         if data is not None:
             try:
-                groups = data.statistics(key_type, bool(cumulative))
+                # The engine builds the Statistic objects itself.
+                return data.statistics(key_type, bool(cumulative),
+                                       (Statistic, Traceback))
             except (IndexError, OverflowError, ValueError):
                 pass    # let the Python code give the standard outcome
-            else:
-                return [Statistic(Traceback(frames), size, count)
-                        for frames, size, count in groups]
         stats = list(self._grouped(key_type, cumulative).values())
         stats.sort(key=Statistic._sort_key, reverse=True)
         return stats
@@ -1023,14 +1022,10 @@ class Snapshot:
                     else None)
         if old_data is not None:
             try:
-                groups = data.compare_to(old_data, key_type, bool(cumulative))
+                return data.compare_to(old_data, key_type, bool(cumulative),
+                                       (StatisticDiff, Traceback))
             except (IndexError, OverflowError, ValueError):
                 pass    # let the Python code give the standard outcome
-            else:
-                return [StatisticDiff(Traceback(frames), size, size_diff,
-                                      count, count_diff)
-                        for frames, size, size_diff, count, count_diff
-                        in groups]
         new = self._grouped(key_type, cumulative)
         old = old_snapshot._grouped(key_type, cumulative)
         diffs = _diff_groups(old, new)

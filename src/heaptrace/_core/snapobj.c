@@ -22,6 +22,7 @@
 #include "analysis.h"
 #include "format.h"
 #include "snapdata.h"
+#include "slots.h"
 
 typedef struct {
     PyObject_HEAD
@@ -703,18 +704,144 @@ group_frames(SnapObj *owner, int key_type, const ht_group *g)
     return Py_BuildValue("((Oi))", name, 0);
 }
 
+
+/* ---- result objects built in C ---------------------------------------------
+
+   Snapshot.statistics() on a snapshot with tens of thousands of tracebacks
+   spends most of its time running Statistic.__init__ and Traceback.__init__
+   in Python.  Those classes only store their arguments in __slots__, so the
+   objects are built here instead: allocated with the type's tp_alloc and
+   their slots filled at the offsets the slot descriptors give.  A class
+   whose attributes are not plain object slots is refused (TypeError), and
+   the Python layer then builds the objects itself. */
+
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t off[5];
+    int n;
+} ht_slots;
+
+/* Look up the object slots `names` of `type`.  0, or -1 with TypeError. */
+static int
+slots_of(PyObject *type, const char *const *names, int n, ht_slots *out)
+{
+    if (!PyType_Check(type)
+        || !PyType_HasFeature((PyTypeObject *)type, Py_TPFLAGS_HEAPTYPE)) {
+        PyErr_SetString(PyExc_TypeError, "result classes must be Python classes");
+        return -1;
+    }
+    out->type = (PyTypeObject *)type;
+    out->n = n;
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyObject_GetAttrString(type, names[i]);
+        if (d == NULL) {
+            return -1;
+        }
+        int ok = ht_compat_slot_offset(d, &out->off[i]) == 0;
+        if (ok) {
+            ok = out->off[i] >= (Py_ssize_t)sizeof(PyObject)
+                 && out->off[i] + (Py_ssize_t)sizeof(PyObject *)
+                    <= out->type->tp_basicsize;
+        }
+        Py_DECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot",
+                         out->type->tp_name, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A new instance with its slots set to values (references stolen, all
+ * released on failure).  NULL with an exception on failure. */
+static PyObject *
+slots_new(const ht_slots *sl, PyObject **values)
+{
+    for (int i = 0; i < sl->n; i++) {
+        if (values[i] == NULL) {
+            for (int j = 0; j < sl->n; j++) {
+                Py_XDECREF(values[j]);
+            }
+            return NULL;
+        }
+    }
+    PyObject *obj = sl->type->tp_alloc(sl->type, 0);
+    if (obj == NULL) {
+        for (int j = 0; j < sl->n; j++) {
+            Py_DECREF(values[j]);
+        }
+        return NULL;
+    }
+    for (int i = 0; i < sl->n; i++) {
+        *(PyObject **)((char *)obj + sl->off[i]) = values[i];
+    }
+    return obj;
+}
+
+/* A Traceback of frames (most recent first, a tuple; reference stolen):
+ * its _frames are oldest first, its _total_nframe None. */
+static PyObject *
+make_traceback(const ht_slots *tb, PyObject *frames)
+{
+    if (frames == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(frames);
+    PyObject *oldest_first = PyTuple_New(n);
+    if (oldest_first == NULL) {
+        Py_DECREF(frames);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *f = PyTuple_GET_ITEM(frames, n - 1 - i);
+        PyTuple_SET_ITEM(oldest_first, i, Py_NewRef(f));
+    }
+    Py_DECREF(frames);
+    PyObject *values[2] = { oldest_first, Py_NewRef(Py_None) };
+    return slots_new(tb, values);
+}
+
+static const char *const STAT_SLOTS[] = { "traceback", "size", "count" };
+static const char *const DIFF_SLOTS[] = { "traceback", "size", "size_diff", "count",
+                                          "count_diff" };
+static const char *const TB_SLOTS[] = { "_frames", "_total_nframe" };
+
+/* Parse the optional (result class, Traceback class) argument. */
+static int
+result_classes(PyObject *classes, const char *const *names, int n,
+               ht_slots *result, ht_slots *tb)
+{
+    if (!PyTuple_Check(classes) || PyTuple_GET_SIZE(classes) != 2) {
+        PyErr_SetString(PyExc_TypeError, "classes must be (result class, Traceback)");
+        return -1;
+    }
+    if (slots_of(PyTuple_GET_ITEM(classes, 0), names, n, result) < 0
+        || slots_of(PyTuple_GET_ITEM(classes, 1), TB_SLOTS, 2, tb) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(statistics_doc,
-"statistics($self, key_type, cumulative, /)\n--\n\n"
+"statistics($self, key_type, cumulative, classes=None, /)\n--\n\n"
 "The groups of Snapshot.statistics(), sorted: a list of\n"
-"(frames most recent first, size, count).  IndexError for an empty\n"
-"traceback grouped by 'filename', OverflowError when sums overflow.");
+"(frames most recent first, size, count), or, with classes =\n"
+"(Statistic, Traceback), of Statistic objects.  IndexError for an empty\n"
+"traceback grouped by 'filename', OverflowError when sums overflow,\n"
+"TypeError if the classes do not store their fields in object slots.");
 
 static PyObject *
 snapobj_statistics(SnapObj *self, PyObject *args)
 {
-    PyObject *key_type;
+    PyObject *key_type, *classes = Py_None;
     int cumulative;
-    if (!PyArg_ParseTuple(args, "Op:statistics", &key_type, &cumulative)) {
+    ht_slots stat_sl, tb_sl;
+    if (!PyArg_ParseTuple(args, "Op|O:statistics", &key_type, &cumulative, &classes)) {
+        return NULL;
+    }
+    int build = classes != Py_None;
+    if (build && result_classes(classes, STAT_SLOTS, 3, &stat_sl, &tb_sl) < 0) {
         return NULL;
     }
     int k = parse_key_type(key_type, cumulative);
@@ -730,9 +857,20 @@ snapobj_statistics(SnapObj *self, PyObject *args)
     for (size_t i = 0; list != NULL && i < out.ngroups; i++) {
         const ht_group *g = &out.groups[i];
         PyObject *frames = group_frames(self, k, g);
-        PyObject *item = frames == NULL ? NULL
-            : Py_BuildValue("(NKK)", frames, (unsigned long long)g->size[0],
-                            (unsigned long long)g->count[0]);
+        PyObject *item;
+        if (build) {
+            PyObject *values[3] = {
+                make_traceback(&tb_sl, frames),
+                PyLong_FromUnsignedLongLong(g->size[0]),
+                PyLong_FromUnsignedLongLong(g->count[0]),
+            };
+            item = slots_new(&stat_sl, values);
+        }
+        else {
+            item = frames == NULL ? NULL
+                : Py_BuildValue("(NKK)", frames, (unsigned long long)g->size[0],
+                                (unsigned long long)g->count[0]);
+        }
         if (item == NULL) {
             Py_CLEAR(list);
             break;
@@ -744,18 +882,24 @@ snapobj_statistics(SnapObj *self, PyObject *args)
 }
 
 PyDoc_STRVAR(compare_to_doc,
-"compare_to($self, old, key_type, cumulative, /)\n--\n\n"
+"compare_to($self, old, key_type, cumulative, classes=None, /)\n--\n\n"
 "The groups of Snapshot.compare_to(old), sorted: a list of\n"
-"(frames most recent first, size, size_diff, count, count_diff).\n"
+"(frames most recent first, size, size_diff, count, count_diff), or,\n"
+"with classes = (StatisticDiff, Traceback), of StatisticDiff objects.\n"
 "Same errors as statistics().");
 
 static PyObject *
 snapobj_compare_to(SnapObj *self, PyObject *args)
 {
-    PyObject *old, *key_type;
+    PyObject *old, *key_type, *classes = Py_None;
     int cumulative;
-    if (!PyArg_ParseTuple(args, "O!Op:compare_to", &SnapObj_Type, &old, &key_type,
-                          &cumulative)) {
+    ht_slots diff_sl, tb_sl;
+    if (!PyArg_ParseTuple(args, "O!Op|O:compare_to", &SnapObj_Type, &old, &key_type,
+                          &cumulative, &classes)) {
+        return NULL;
+    }
+    int build = classes != Py_None;
+    if (build && result_classes(classes, DIFF_SLOTS, 5, &diff_sl, &tb_sl) < 0) {
         return NULL;
     }
     int k = parse_key_type(key_type, cumulative);
@@ -771,11 +915,24 @@ snapobj_compare_to(SnapObj *self, PyObject *args)
     for (size_t i = 0; list != NULL && i < out.ngroups; i++) {
         const ht_group *g = &out.groups[i];
         PyObject *frames = group_frames(g->snap ? (SnapObj *)old : self, k, g);
-        PyObject *item = frames == NULL ? NULL
-            : Py_BuildValue("(NKLKL)", frames, (unsigned long long)g->size[0],
-                            (long long)g->size[0] - (long long)g->size[1],
-                            (unsigned long long)g->count[0],
-                            (long long)g->count[0] - (long long)g->count[1]);
+        long long size_diff = (long long)g->size[0] - (long long)g->size[1];
+        long long count_diff = (long long)g->count[0] - (long long)g->count[1];
+        PyObject *item;
+        if (build) {
+            PyObject *values[5] = {
+                make_traceback(&tb_sl, frames),
+                PyLong_FromUnsignedLongLong(g->size[0]),
+                PyLong_FromLongLong(size_diff),
+                PyLong_FromUnsignedLongLong(g->count[0]),
+                PyLong_FromLongLong(count_diff),
+            };
+            item = slots_new(&diff_sl, values);
+        }
+        else {
+            item = frames == NULL ? NULL
+                : Py_BuildValue("(NKLKL)", frames, (unsigned long long)g->size[0],
+                                size_diff, (unsigned long long)g->count[0], count_diff);
+        }
         if (item == NULL) {
             Py_CLEAR(list);
             break;
