@@ -482,8 +482,8 @@ static size_t left(const dec_t *d)
     return (size_t)(d->end - d->p);
 }
 
-/* Read one minimal LEB128 varint of at most 64 bits. */
-static ht_format_status get_varint(dec_t *d, const dec_col *c, uint64_t *v)
+/* Read one minimal LEB128 varint of at most 64 bits: the general case. */
+static ht_format_status get_varint_slow(dec_t *d, const dec_col *c, uint64_t *v)
 {
     uint64_t x = 0;
     const uint8_t *p = d->p;
@@ -513,6 +513,27 @@ static ht_format_status get_varint(dec_t *d, const dec_col *c, uint64_t *v)
     return HT_FORMAT_OK;
 }
 
+/* Read one minimal LEB128 varint of at most 64 bits.  Most values of a
+ * snapshot take one or two bytes: those are decoded inline, everything
+ * else (and every error) by get_varint_slow. */
+static inline ht_format_status get_varint(dec_t *d, const dec_col *c, uint64_t *v)
+{
+    const uint8_t *p = d->p;
+    if (d->end - p >= 2) {
+        if (p[0] < 0x80) {
+            *v = p[0];
+            d->p = p + 1;
+            return HT_FORMAT_OK;
+        }
+        if (p[1] < 0x80 && p[1] != 0) {
+            *v = (uint64_t)(p[0] & 0x7F) | ((uint64_t)p[1] << 7);
+            d->p = p + 2;
+            return HT_FORMAT_OK;
+        }
+    }
+    return get_varint_slow(d, c, v);
+}
+
 static ht_format_status col_begin(dec_t *d, dec_col *c, const char *name,
                                   uint64_t n, int allow_runs)
 {
@@ -532,13 +553,13 @@ static ht_format_status col_begin(dec_t *d, dec_col *c, const char *name,
 }
 
 /* Next value of a column; the caller reads exactly c->n of them. */
-static ht_format_status col_next(dec_t *d, dec_col *c, uint64_t *v)
+static inline ht_format_status col_next(dec_t *d, dec_col *c, uint64_t *v)
 {
     ht_format_status st;
-    uint64_t x;
+    uint64_t x = 0;
     if (c->method == COL_RUNS) {
         if (c->run_left == 0) {
-            uint64_t extra;
+            uint64_t extra = 0;
             if ((st = get_varint(d, c, &c->prev)) != HT_FORMAT_OK ||
                 (st = get_varint(d, c, &extra)) != HT_FORMAT_OK) {
                 return st;
@@ -569,7 +590,7 @@ static ht_format_status col_next(dec_t *d, dec_col *c, uint64_t *v)
 
 /* Next value of a column that must fit in 32 bits and, when `table` (what
  * the value indexes) is non-NULL, be below `limit` (the table's size). */
-static ht_format_status col_next_u32(dec_t *d, dec_col *c, uint32_t *v,
+static inline ht_format_status col_next_u32(dec_t *d, dec_col *c, uint32_t *v,
                                      uint64_t limit, const char *row,
                                      const char *table)
 {
@@ -682,7 +703,7 @@ static ht_format_status dec_tracebacks(dec_t *d, ht_snap *s)
 {
     ht_format_status st;
     dec_col c;
-    uint64_t x, nentries = 0;
+    uint64_t x = 0, nentries = 0;
     uint32_t n = s->ntracebacks;
     ALLOC(s->tb_off, (uint64_t)n + 1);
     ALLOC(s->tb_total, n);
