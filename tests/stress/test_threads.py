@@ -15,10 +15,12 @@ import random
 import threading
 import zlib
 
+import pytest
+
 import heaptrace
 
 from conftest import traced_sum
-from test_realloc_accounting import known_bug
+from test_realloc_accounting import ENGINE_BUG, BUG_REASON
 
 WORKERS = 8
 ROUNDS = 300          # per worker; each round does a dozen allocations
@@ -127,12 +129,21 @@ class Workers:
             del objs
 
 
+def assert_total_matches_traces():
+    """get_traced_memory() is the sum of the traces (give or take the
+    objects made while reading them)."""
+    current = heaptrace.get_traced_memory()[0]
+    total = traced_sum()
+    if ENGINE_BUG and abs(total - current) >= 64 * 1024:
+        pytest.xfail(BUG_REASON)
+    assert current >= 0 and abs(total - current) < 64 * 1024, (current, total)
+
+
 def settle():
     gc.collect()
     return heaptrace.get_traced_memory()[0]
 
 
-@known_bug
 def test_memory_returns_to_baseline_after_threads_with_snapshots(cfuncs, tmp_path):
     """Snapshots (analysed, dumped and loaded) and reset_peak run while the
     workers churn; while every worker holds HELD bytes they are all traced;
@@ -172,11 +183,11 @@ def test_memory_returns_to_baseline_after_threads_with_snapshots(cfuncs, tmp_pat
     snap = again = None
     assert snapshots > 1
     current = settle()
+    assert_total_matches_traces()
     # What is left is the interpreter's own bookkeeping (thread states,
     # caches), a few KiB, not the megabytes the threads allocated.
     assert current - baseline < 256 * 1024, (baseline, current)
     assert [t for t in heaptrace._get_traces() if t[0] >= 100] == []
-    assert abs(traced_sum() - heaptrace.get_traced_memory()[0]) < 64 * 1024
     print("\n%d threads x %d operations, %d snapshots" % (WORKERS, work.ops[0], snapshots))
 
 
@@ -251,8 +262,9 @@ def test_control_calls_race_with_allocating_threads(cfuncs):
     assert heaptrace.get_traced_memory()[0] - baseline >= 300000
     # ... and freeing it brings the total back.
     del data
-    assert settle() - baseline < 16 * 1024
-    assert abs(traced_sum() - heaptrace.get_traced_memory()[0]) < 64 * 1024
+    current = settle()
+    assert_total_matches_traces()
+    assert current - baseline < 16 * 1024
     print("\n%d threads x %d operations, control calls %s"
           % (WORKERS, work.ops[0], counts))
 
