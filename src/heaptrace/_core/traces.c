@@ -443,15 +443,17 @@ ht_table_put(ht_table *t, uintptr_t ptr, size_t size, uint32_t tb,
         if (slot_key(&p->slots[i]) == key) {
             /* Replace: a free the tracer never saw, or a resize in place. */
             ht_slot *cur = &p->slots[i];
+            /* Read the old size before big_set overwrites a big one. */
+            size_t prev = slot_small_size(cur);
+            int was_big = prev == HT_SIZE_BIG;
+            if (was_big) {
+                prev = big_size(t, ptr);
+            }
             if (big && big_set(t, ptr, size) < 0) {
                 return -1;
             }
-            size_t prev = slot_small_size(cur);
-            if (prev == HT_SIZE_BIG) {
-                prev = big_size(t, ptr);
-                if (!big) {
-                    big_drop(t, ptr);
-                }
+            if (was_big && !big) {
+                big_drop(t, ptr);
             }
             *old_size = prev;
             *cur = s;
