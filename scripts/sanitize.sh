@@ -35,8 +35,14 @@ echo "=== ASan + UBSan build ($("$py" -c 'import sys; print(sys.version.split()[
 rm -rf "$env"
 "$py" -m venv "$env"
 "$env/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+# Build from a copy of the tree: pip builds in ./build, whose objects
+# setuptools would reuse whatever the flags they were compiled with.
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+tar --exclude=./build --exclude=./.venvs --exclude=./.git --exclude=./fuzz/out \
+    -cf - . | tar -C "$src" -xf -
 CC=$cc HEAPTRACE_SANITIZE=1 "$env/bin/python" -m pip install --quiet --no-cache-dir \
-    --disable-pip-version-check ".[test]"
+    --disable-pip-version-check "$src[test]"
 
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=0:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:${UBSAN_OPTIONS:-}"

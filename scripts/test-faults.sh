@@ -15,11 +15,17 @@ echo "=== fault-injection build ($("$py" -c 'import sys; print(sys.version.split
 rm -rf "$env"
 "$py" -m venv "$env"
 "$env/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+# Build from a copy of the tree: pip builds in ./build, whose objects
+# setuptools would reuse whatever the flags they were compiled with.
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+tar --exclude=./build --exclude=./.venvs --exclude=./.git --exclude=./fuzz/out \
+    -cf - . | tar -C "$src" -xf -
 HEAPTRACE_FAULT_INJECTION=1 "$env/bin/python" -m pip install --quiet --no-cache-dir \
-    --disable-pip-version-check ".[test]"
+    --disable-pip-version-check "$src[test]"
 if ! "$env/bin/python" -c 'import heaptrace._core as c, sys; sys.exit(not c.FAULT_INJECTION)'; then
     echo "test-faults.sh: the build has no fault injection" >&2
     exit 1
 fi
 # -rs shows any skip; none is expected with this build.
-"$env/bin/python" -m pytest -p no:cacheprovider -rs "$@" tests/faults tests/integration tests/stress
+"$env/bin/python" -m pytest -p no:cacheprovider -rsx "$@" tests/faults tests/integration tests/stress
