@@ -297,35 +297,58 @@ ht_intern_setup(int nframe)
 
 /* ---- capture with the GIL --------------------------------------------------- */
 
+/* The common case, nframe=1, skips the traceback table: a small
+ * direct-mapped cache from (code, offset, total_nframe) to the id.  Entries
+ * stay valid until ht_intern_clear, because an interned traceback keeps its
+ * code object alive (so a code pointer cannot be reused meanwhile).  GIL. */
+typedef struct {
+    PyCodeObject *code;
+    int64_t lasti;
+    uint32_t total;
+    uint32_t id;
+} ht_one;
+#define HT_ONE_SIZE 256
+static ht_one one_cache[HT_ONE_SIZE];
+
 uint32_t
 ht_intern_capture_gil(PyThreadState *ts)
 {
     ht_walk w;
-    if (!ht_walk_start(&w, ts)) {
+    int more = ht_walk_start(&w, ts);
+    if (!more) {
         ht_walk_end(&w);
         return HT_TB_UNKNOWN;
     }
     ht_rawframe *buf = gil_buf;
     int limit = max_nframe;
     int n = 0;
-    unsigned total = 0;
     uint64_t h = 0;
-    do {
-        if (n < limit) {
-            PyCodeObject *code = ht_walk_code(&w);
-            int64_t lasti = ht_walk_lasti(&w);
-            buf[n].code = code;
-            buf[n].lasti = lasti;
-            h = combine(h, (uint64_t)(uintptr_t)code, (uint64_t)lasti);
-            n++;
-        }
-        /* The count stops where the standard module's does; by then every
-         * recorded frame is in (limit <= HT_MAX_NFRAME). */
-        if (++total == HT_MAX_NFRAME) {
-            break;
-        }
-    } while (ht_walk_next(&w));
+    while (more && n < limit) {
+        PyCodeObject *code = ht_walk_code(&w);
+        int64_t lasti = ht_walk_lasti(&w);
+        buf[n].code = code;
+        buf[n].lasti = lasti;
+        h = combine(h, (uint64_t)(uintptr_t)code, (uint64_t)lasti);
+        n++;
+        more = ht_walk_next(&w);
+    }
+    /* Count the rest for total_nframe; the count stops where the standard
+     * module's does. */
+    unsigned total = (unsigned)n;
+    while (more && total < HT_MAX_NFRAME) {
+        total++;
+        more = ht_walk_next(&w);
+    }
     ht_walk_end(&w);
+    ht_one *one = NULL;
+    if (n == 1) {
+        size_t slot = (size_t)((((uintptr_t)buf[0].code >> 4) ^ (uint64_t)buf[0].lasti
+                                ^ ((uint64_t)total << 7)) & (HT_ONE_SIZE - 1));
+        one = &one_cache[slot];
+        if (one->code == buf[0].code && one->lasti == buf[0].lasti && one->total == total) {
+            return one->id;
+        }
+    }
     int added;
     uint32_t id = tab_intern(&gil_tab, buf, (uint16_t)n, (uint16_t)total,
                              finish(h, total), &added);
@@ -336,6 +359,12 @@ ht_intern_capture_gil(PyThreadState *ts)
         for (int i = 0; i < n; i++) {
             Py_INCREF(buf[i].code);
         }
+    }
+    if (one != NULL) {
+        one->code = buf[0].code;
+        one->lasti = buf[0].lasti;
+        one->total = total;
+        one->id = id;
     }
     return id;
 }
@@ -437,30 +466,29 @@ ht_intern_capture_detached(PyThreadState *ts)
     }
     int limit = max_nframe;
     int n = 0;
-    unsigned total = 0;
     uint64_t h = 0;
-    do {
-        if (n < limit) {
-            PyCodeObject *code = ht_walk_code(&w);
-            int line = PyCode_Addr2Line(code, ht_walk_lasti(&w) * (int)sizeof(_Py_CODEUNIT));
-            PyObject *name = code->co_filename;
-            uint32_t file = (name != NULL && PyUnicode_Check(name))
-                            ? detstr_intern(name) : detstr_unknown();
-            if (file == (uint32_t)-1) {
-                ht_walk_end(&w);
-                return HT_TB_UNKNOWN;
-            }
-            det_buf[n].file = file;
-            det_buf[n].lineno = line < 0 ? 0 : (uint32_t)line;
-            h = combine(h, file, det_buf[n].lineno);
-            n++;
+    int more = 1;
+    while (more && n < limit) {
+        PyCodeObject *code = ht_walk_code(&w);
+        int line = PyCode_Addr2Line(code, ht_walk_lasti(&w) * (int)sizeof(_Py_CODEUNIT));
+        PyObject *name = code->co_filename;
+        uint32_t file = (name != NULL && PyUnicode_Check(name))
+                        ? detstr_intern(name) : detstr_unknown();
+        if (file == (uint32_t)-1) {
+            ht_walk_end(&w);
+            return HT_TB_UNKNOWN;
         }
-        /* The count stops where the standard module's does; by then every
-         * recorded frame is in (limit <= HT_MAX_NFRAME). */
-        if (++total == HT_MAX_NFRAME) {
-            break;
-        }
-    } while (ht_walk_next(&w));
+        det_buf[n].file = file;
+        det_buf[n].lineno = line < 0 ? 0 : (uint32_t)line;
+        h = combine(h, file, det_buf[n].lineno);
+        n++;
+        more = ht_walk_next(&w);
+    }
+    unsigned total = (unsigned)n;
+    while (more && total < HT_MAX_NFRAME) {
+        total++;
+        more = ht_walk_next(&w);
+    }
     ht_walk_end(&w);
     int added;
     uint32_t id = tab_intern(&det_tab, det_buf, (uint16_t)n, (uint16_t)total,
@@ -771,6 +799,7 @@ ht_intern_clear(ht_garbage *garbage)
             garbage_add(garbage, &cap, memo[i].frame);
         }
     }
+    memset(one_cache, 0, sizeof(one_cache));
     free(gil_cache);
     free(det_cache);
     free(detstr_cache);
