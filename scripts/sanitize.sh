@@ -58,4 +58,6 @@ if "libasan" not in libs:
 print("engine:", so)
 PY
 
-LD_PRELOAD="$asan $ubsan" "$env/bin/python" -m pytest -p no:cacheprovider "$@"
+# --capture=sys: a sanitizer report goes to file descriptor 2 as the process
+# dies, so pytest must not be capturing that descriptor.
+LD_PRELOAD="$asan $ubsan" "$env/bin/python" -m pytest -p no:cacheprovider --capture=sys "$@"

@@ -50,8 +50,14 @@ if [ -z "${HEAPTRACE_SKIP_FALLBACK:-}" ]; then
     echo "=== public-API fallback ($py)"
     rm -rf "$env"
     "$py" -m venv "$env"
+    # Built from a copy of the tree: pip builds in ./build, and setuptools
+    # would reuse the objects compiled there without the flag.
+    src=$(mktemp -d)
+    tar --exclude=./build --exclude=./.venvs --exclude=./.git --exclude=./fuzz/out \
+        -cf - . | tar -C "$src" -xf -
     HEAPTRACE_PUBLIC_API=1 "$env/bin/python" -m pip install --quiet --no-cache-dir \
-        --disable-pip-version-check ".[test]"
+        --disable-pip-version-check "$src[test]"
+    rm -rf "$src"
     if ! "$env/bin/python" -c 'import heaptrace._core as c, sys; sys.exit(c.FAST_FRAMES)'; then
         echo "the fallback build still uses the fast frame shims" >&2
         status=1
