@@ -31,44 +31,13 @@ def mem_functions():
     return api.PyMem_Malloc, api.PyMem_Realloc, api.PyMem_Free
 
 
-def big_realloc_drift():
-    """Whether the traced total is off after a big block grows and shrinks
-    (in place or not) and is freed."""
-    malloc, realloc, free = mem_functions()
-    was_tracing = heaptrace.is_tracing()
-    if not was_tracing:
-        heaptrace.start(1)
-    try:
-        before = heaptrace.get_traced_memory()[0]
-        p = malloc(2 * BIG)
-        for size in (3 * BIG, 2 * BIG + 1, 5 * BIG, BIG):
-            p = realloc(p, size)
-        free(p)
-        # ctypes leaves a few hundred bytes of its own; the bug leaves
-        # whole multiples of BIG
-        return abs(heaptrace.get_traced_memory()[0] - before) >= 4096
-    finally:
-        if not was_tracing:
-            heaptrace.stop()
-
-
-# While the engine has the bug, the tests that always show it are expected
-# to fail (strictly: once it is fixed they run as ordinary tests, and a
-# reappearance fails).
-ENGINE_BUG = big_realloc_drift()
-BUG_REASON = ("engine bug: an in-place realloc of a big MEM block keeps its old "
-              "size in the traced total (traces.c, ht_table_put)")
-known_bug = pytest.mark.xfail(ENGINE_BUG, strict=True, reason=BUG_REASON)
-
-
 @pytest.mark.parametrize("sizes", [
-    # shrinking a big block is done in place: always shows the bug
-    pytest.param((3 * BIG, 2 * BIG), marks=known_bug),
-    pytest.param((5 * BIG, 3 * BIG, 2 * BIG + 1), marks=known_bug),
+    # shrinking a big block is done in place: always showed the bug
+    (3 * BIG, 2 * BIG),
+    (5 * BIG, 3 * BIG, 2 * BIG + 1),
     # growing is in place only when the address space after it is free
-    pytest.param((2 * BIG, 3 * BIG), marks=pytest.mark.skipif(ENGINE_BUG, reason=BUG_REASON)),
-    pytest.param((100, 3 * BIG, 5 * BIG),
-                 marks=pytest.mark.skipif(ENGINE_BUG, reason=BUG_REASON)),
+    (2 * BIG, 3 * BIG),
+    (100, 3 * BIG, 5 * BIG),
     (BIG, BIG - 1000),                                          # big to small
     (100, BIG - 1000),                                          # small to small
 ])
@@ -92,7 +61,6 @@ def test_traced_total_follows_a_resized_block(sizes):
         assert abs(after) < 4096, (sizes, after)
 
 
-@known_bug
 def test_pickle_round_trip_leaves_the_traced_total_consistent():
     """What a user sees: after pickling and unpickling a large structure and
     dropping it, get_traced_memory() agrees with the traces (and is not

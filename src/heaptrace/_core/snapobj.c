@@ -199,7 +199,9 @@ vec_push(vec *v, const void *x, size_t count)
         v->p = p;
         v->cap = cap;
     }
-    memcpy((char *)v->p + v->n * v->item, x, count * v->item);
+    if (count > 0) {   /* x may be NULL for an empty string */
+        memcpy((char *)v->p + v->n * v->item, x, count * v->item);
+    }
     v->n += count;
     return 0;
 }

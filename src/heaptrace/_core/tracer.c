@@ -431,15 +431,18 @@ int
 ht_tracer_export(ht_export *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!atomic_load(&tracing)) {
-        return 0;
-    }
     /* Nothing below allocates through Python, so the GIL table cannot change
-     * while it is copied; the raw lock freezes the others. */
+     * while it is copied; the raw lock freezes the others.  Not tracing (a
+     * stop() may have come from another thread just now): no traces, as
+     * the standard module's _get_traces() then says. */
     pthread_mutex_lock(&ht_raw_lock);
-    size_t total = ht_table_len(&gil_traces) + ht_table_len(&raw_traces);
-    for (size_t i = 0; i < ndomains; i++) {
-        total += ht_table_len(&domains[i].table);
+    int on = atomic_load(&tracing);
+    size_t total = 0;
+    if (on) {
+        total = ht_table_len(&gil_traces) + ht_table_len(&raw_traces);
+        for (size_t i = 0; i < ndomains; i++) {
+            total += ht_table_len(&domains[i].table);
+        }
     }
     size_t rows = total ? total : 1;
     out->domain = ht_malloc(rows * sizeof(uint32_t));
@@ -451,11 +454,14 @@ ht_tracer_export(ht_export *out)
         PyErr_NoMemory();
         return -1;
     }
-    size_t k = ht_table_export(&gil_traces, 0, out->domain, out->size, out->tb);
-    k += ht_table_export(&raw_traces, 0, out->domain + k, out->size + k, out->tb + k);
-    for (size_t i = 0; i < ndomains; i++) {
-        k += ht_table_export(&domains[i].table, domains[i].domain,
-                             out->domain + k, out->size + k, out->tb + k);
+    size_t k = 0;
+    if (on) {
+        k = ht_table_export(&gil_traces, 0, out->domain, out->size, out->tb);
+        k += ht_table_export(&raw_traces, 0, out->domain + k, out->size + k, out->tb + k);
+        for (size_t i = 0; i < ndomains; i++) {
+            k += ht_table_export(&domains[i].table, domains[i].domain,
+                                 out->domain + k, out->size + k, out->tb + k);
+        }
     }
     pthread_mutex_unlock(&ht_raw_lock);
     out->n = k;

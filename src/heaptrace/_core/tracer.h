@@ -24,8 +24,9 @@
 
 extern pthread_mutex_t ht_raw_lock;
 
-/* Every trace, as columns (malloc'ed arrays of n entries each, NULL when
- * n == 0): what ht_tracer_export gives and the caller frees. */
+/* Every trace, as columns (malloc'ed arrays of n entries each, never NULL
+ * after a successful export): what ht_tracer_export gives and the caller
+ * frees. */
 typedef struct {
     size_t n;
     uint32_t *domain;
