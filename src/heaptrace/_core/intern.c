@@ -297,6 +297,21 @@ ht_intern_setup(int nframe)
 
 /* ---- capture with the GIL --------------------------------------------------- */
 
+/* total_nframe of a walk that recorded n frames and stands on a frame not
+ * yet counted if `more`: counts the rest of the chain, stopping where the
+ * standard module's count stops, and ends the walk. */
+static inline unsigned
+count_rest(ht_walk *w, int more, int n)
+{
+    unsigned total = (unsigned)n;
+    while (more && total < HT_MAX_NFRAME) {
+        total++;
+        more = ht_walk_next(w);
+    }
+    ht_walk_end(w);
+    return total;
+}
+
 /* The common case, nframe=1, skips the traceback table: a small
  * direct-mapped cache from (code, offset, total_nframe) to the id.  Entries
  * stay valid until ht_intern_clear, because an interned traceback keeps its
@@ -332,14 +347,7 @@ ht_intern_capture_gil(PyThreadState *ts)
         n++;
         more = ht_walk_next(&w);
     }
-    /* Count the rest for total_nframe; the count stops where the standard
-     * module's does. */
-    unsigned total = (unsigned)n;
-    while (more && total < HT_MAX_NFRAME) {
-        total++;
-        more = ht_walk_next(&w);
-    }
-    ht_walk_end(&w);
+    unsigned total = count_rest(&w, more, n);
     ht_one *one = NULL;
     if (n == 1) {
         size_t slot = (size_t)((((uintptr_t)buf[0].code >> 4) ^ (uint64_t)buf[0].lasti
@@ -484,12 +492,7 @@ ht_intern_capture_detached(PyThreadState *ts)
         n++;
         more = ht_walk_next(&w);
     }
-    unsigned total = (unsigned)n;
-    while (more && total < HT_MAX_NFRAME) {
-        total++;
-        more = ht_walk_next(&w);
-    }
-    ht_walk_end(&w);
+    unsigned total = count_rest(&w, more, n);
     int added;
     uint32_t id = tab_intern(&det_tab, det_buf, (uint16_t)n, (uint16_t)total,
                              finish(h, total), &added);

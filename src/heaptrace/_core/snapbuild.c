@@ -347,16 +347,13 @@ ht_snapshot_take(ht_snap *out)
         }
         out->tr_tb[i] = canonical;
     }
-    free(map_gil);
-    free(map_det);
-    u64map_free(&b.frames);
-    u64map_free(&b.tbs);
-    free(b.tb_next);
-    free(b.frame_buf);
-    Py_DECREF(b.strings);
-    return 0;
+    int rc = 0;
+    goto done;
 
 error:
+    rc = -1;
+    ht_snap_free(out);
+done:
     free(map_gil);
     free(map_det);
     u64map_free(&b.frames);
@@ -364,6 +361,5 @@ error:
     free(b.tb_next);
     free(b.frame_buf);
     Py_XDECREF(b.strings);
-    ht_snap_free(out);
-    return -1;
+    return rc;
 }
