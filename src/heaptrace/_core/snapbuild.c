@@ -14,6 +14,7 @@
 #include "intern.h"
 #include "snapdata.h"
 #include "alloc.h"
+#include "analysis.h"
 
 #include <string.h>
 
@@ -38,73 +39,6 @@ grow(void **arr, size_t *cap, size_t need, size_t esize)
     return 0;
 }
 
-/* ---- a u64 -> u32 map (open addressing) ------------------------------------- */
-
-typedef struct {
-    uint64_t *keys;       /* key + 1; 0 = empty */
-    uint32_t *vals;
-    size_t mask, used;
-} u64map;
-
-static inline size_t
-u64_home(uint64_t k, size_t mask)
-{
-    k *= 0x9E3779B97F4A7C15ULL;
-    return (size_t)((k ^ (k >> 31)) & mask);
-}
-
-static int
-u64map_reserve(u64map *m)
-{
-    size_t cap = m->keys ? m->mask + 1 : 0;
-    if (m->keys != NULL && (m->used + 1) * 2 <= cap) {
-        return 0;
-    }
-    size_t ncap = cap ? cap * 2 : 1024;
-    uint64_t *keys = ht_calloc(ncap, sizeof(uint64_t));
-    uint32_t *vals = ht_malloc(ncap * sizeof(uint32_t));
-    if (keys == NULL || vals == NULL) {
-        free(keys);
-        free(vals);
-        return -1;
-    }
-    for (size_t i = 0; i < cap; i++) {
-        if (m->keys[i] != 0) {
-            size_t j = u64_home(m->keys[i], ncap - 1);
-            while (keys[j] != 0) {
-                j = (j + 1) & (ncap - 1);
-            }
-            keys[j] = m->keys[i];
-            vals[j] = m->vals[i];
-        }
-    }
-    free(m->keys);
-    free(m->vals);
-    m->keys = keys;
-    m->vals = vals;
-    m->mask = ncap - 1;
-    return 0;
-}
-
-/* Slot of key: found (keys[i] == key + 1) or the empty slot to fill. */
-static size_t
-u64map_slot(const u64map *m, uint64_t key)
-{
-    size_t i = u64_home(key + 1, m->mask);
-    while (m->keys[i] != 0 && m->keys[i] != key + 1) {
-        i = (i + 1) & m->mask;
-    }
-    return i;
-}
-
-static void
-u64map_free(u64map *m)
-{
-    free(m->keys);
-    free(m->vals);
-    memset(m, 0, sizeof(*m));
-}
-
 /* ---- the builder ------------------------------------------------------------- */
 
 typedef struct {
@@ -112,8 +46,8 @@ typedef struct {
     size_t cap_blob, cap_stroff, cap_frames, cap_lines, cap_tboff, cap_tbframes, cap_tbtotal;
     size_t nblob, ntbframes;
     PyObject *strings;    /* dict: filename -> string id */
-    u64map frames;        /* (string id << 32 | lineno) -> frame id */
-    u64map tbs;           /* traceback hash -> first id in a chain... see below */
+    ht_u64map frames;     /* (string id << 32 | lineno) -> frame id */
+    ht_u64map tbs;        /* traceback hash -> newest traceback with it */
     uint32_t *tb_next;    /* chain of tracebacks sharing a hash */
     size_t cap_tbnext;
     uint32_t *frame_buf;
@@ -162,31 +96,23 @@ string_id(builder *b, PyObject *name, uint32_t *id)
 static int
 frame_id(builder *b, uint32_t file, uint32_t lineno, uint32_t *id)
 {
-    if (u64map_reserve(&b->frames) < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
     uint64_t key = ((uint64_t)file << 32) | lineno;
-    size_t i = u64map_slot(&b->frames, key);
-    if (b->frames.keys[i] != 0) {
-        *id = b->frames.vals[i];
+    if (ht_u64map_get(&b->frames, key, id)) {
         return 0;
     }
     ht_snap *s = b->s;
-    if (s->nframes == UINT32_MAX
+    if (s->nframes == UINT32_MAX - 1
         || grow((void **)&s->frame_file, &b->cap_frames, (size_t)s->nframes + 1,
                 sizeof(uint32_t)) < 0
         || grow((void **)&s->frame_line, &b->cap_lines, (size_t)s->nframes + 1,
-                sizeof(uint32_t)) < 0) {
+                sizeof(uint32_t)) < 0
+        || ht_u64map_put(&b->frames, key, s->nframes) != 0) {
         PyErr_NoMemory();
         return -1;
     }
     s->frame_file[s->nframes] = file;
     s->frame_line[s->nframes] = lineno;
     *id = s->nframes++;
-    b->frames.keys[i] = key + 1;
-    b->frames.vals[i] = *id;
-    b->frames.used++;
     return 0;
 }
 
@@ -200,16 +126,12 @@ traceback_id(builder *b, size_t n, int32_t total, uint32_t *id)
         h = (h ^ b->frame_buf[k]) * 0x100000001b3ULL;
     }
     h ^= n;
-    if (u64map_reserve(&b->tbs) < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
     /* The map goes from a hash to the newest traceback with that hash;
      * tb_next chains the older ones (collisions of a 64-bit hash are rare,
      * but they must not merge tracebacks). */
-    size_t i = u64map_slot(&b->tbs, h);
-    if (b->tbs.keys[i] != 0) {
-        for (uint32_t t = b->tbs.vals[i]; t != UINT32_MAX; t = b->tb_next[t]) {
+    uint32_t newest = UINT32_MAX;
+    if (ht_u64map_get(&b->tbs, h, &newest)) {
+        for (uint32_t t = newest; t != UINT32_MAX; t = b->tb_next[t]) {
             uint32_t off = s->tb_off[t];
             if (s->tb_off[t + 1] - off == n && s->tb_total[t] == total
                 && memcmp(s->tb_frames + off, b->frame_buf, n * sizeof(uint32_t)) == 0) {
@@ -218,7 +140,7 @@ traceback_id(builder *b, size_t n, int32_t total, uint32_t *id)
             }
         }
     }
-    if (s->ntracebacks == UINT32_MAX - 1
+    if (s->ntracebacks >= UINT32_MAX - 2
         || b->ntbframes + n > UINT32_MAX
         || grow((void **)&s->tb_off, &b->cap_tboff, (size_t)s->ntracebacks + 2,
                 sizeof(uint32_t)) < 0
@@ -227,7 +149,8 @@ traceback_id(builder *b, size_t n, int32_t total, uint32_t *id)
         || grow((void **)&b->tb_next, &b->cap_tbnext, (size_t)s->ntracebacks + 1,
                 sizeof(uint32_t)) < 0
         || grow((void **)&s->tb_frames, &b->cap_tbframes, b->ntbframes + n + 1,
-                sizeof(uint32_t)) < 0) {
+                sizeof(uint32_t)) < 0
+        || ht_u64map_put(&b->tbs, h, s->ntracebacks) != 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -236,15 +159,7 @@ traceback_id(builder *b, size_t n, int32_t total, uint32_t *id)
     b->ntbframes += n;
     s->tb_off[t + 1] = (uint32_t)b->ntbframes;
     s->tb_total[t] = total;
-    if (b->tbs.keys[i] != 0) {
-        b->tb_next[t] = b->tbs.vals[i];
-    }
-    else {
-        b->tb_next[t] = UINT32_MAX;
-        b->tbs.keys[i] = h + 1;
-        b->tbs.used++;
-    }
-    b->tbs.vals[i] = t;
+    b->tb_next[t] = newest;
     *id = t;
     return 0;
 }
@@ -356,8 +271,8 @@ error:
 done:
     free(map_gil);
     free(map_det);
-    u64map_free(&b.frames);
-    u64map_free(&b.tbs);
+    ht_u64map_free(&b.frames);
+    ht_u64map_free(&b.tbs);
     free(b.tb_next);
     free(b.frame_buf);
     Py_XDECREF(b.strings);
