@@ -199,10 +199,26 @@ resolve(builder *b, uint32_t live, uint64_t generation, uint32_t *id)
     return traceback_id(b, n, ht_intern_total(live), id);
 }
 
+static int take(ht_snap *out);
+
 int
 ht_snapshot_take(ht_snap *out)
 {
     memset(out, 0, sizeof(*out));
+    /* Resolving tracebacks makes a tuple per distinct frame; automatic
+     * collections triggered by them would traverse every young object over
+     * and over.  Nothing made here can form a cycle. */
+    int gc_was_on = PyGC_Disable();
+    int rc = take(out);
+    if (gc_was_on) {
+        PyGC_Enable();
+    }
+    return rc;
+}
+
+static int
+take(ht_snap *out)
+{
     uint64_t generation = ht_tracer_generation();
     ht_export traces;
     if (ht_tracer_export(&traces) < 0) {
