@@ -155,6 +155,28 @@ ht_walk_next(ht_walk *w)
     return f != NULL;
 }
 
+/* Count the complete frames from the current one to the bottom, up to
+ * `cap` in all; ends the walk.  The loop that costs most on deep stacks, so
+ * it touches nothing but the chain. */
+static inline unsigned
+ht_walk_count(ht_walk *w, unsigned counted, unsigned cap)
+{
+    _PyInterpreterFrame *f = w->f;
+#  if PY_VERSION_HEX >= 0x030C0000
+    while (f != NULL && counted < cap) {
+        counted += f->owner != FRAME_OWNED_BY_CSTACK;
+        f = f->previous;
+    }
+#  else
+    while (f != NULL && counted < cap) {
+        counted++;
+        f = f->previous;
+    }
+#  endif
+    w->f = NULL;
+    return counted;
+}
+
 static inline PyCodeObject *ht_walk_code(ht_walk *w) { return ht_frame_code(w->f); }
 static inline int ht_walk_lasti(ht_walk *w) { return _PyInterpreterFrame_LASTI(w->f); }
 static inline void ht_walk_end(ht_walk *w) { (void)w; }
@@ -216,6 +238,18 @@ ht_walk_end(ht_walk *w)
 {
     Py_CLEAR(w->code);
     Py_CLEAR(w->frame);
+}
+
+static inline unsigned
+ht_walk_count(ht_walk *w, unsigned counted, unsigned cap)
+{
+    int more = w->frame != NULL;
+    while (more && counted < cap) {
+        counted++;
+        more = ht_walk_next(w);
+    }
+    ht_walk_end(w);
+    return counted;
 }
 
 static inline size_t

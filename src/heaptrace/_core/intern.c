@@ -303,13 +303,11 @@ ht_intern_setup(int nframe)
 static inline unsigned
 count_rest(ht_walk *w, int more, int n)
 {
-    unsigned total = (unsigned)n;
-    while (more && total < HT_MAX_NFRAME) {
-        total++;
-        more = ht_walk_next(w);
+    if (!more) {
+        ht_walk_end(w);
+        return (unsigned)n;
     }
-    ht_walk_end(w);
-    return total;
+    return ht_walk_count(w, (unsigned)n, HT_MAX_NFRAME);
 }
 
 /* The common case, nframe=1, skips the traceback table: a small
