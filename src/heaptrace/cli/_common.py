@@ -208,3 +208,17 @@ class Progress:
 
 def plural(count: int, word: str, words: Optional[str] = None) -> str:
     return f"{count:,} {word if count == 1 else (words or word + 's')}"
+
+
+def print_entry(rank, traceback, summary, group_by, full_paths):
+    """Print one ranked entry of `top` or `diff`: its site (or, grouped by
+    traceback, the whole call path under the summary) and the source lines."""
+    site = format_site(traceback, group_by, full_paths)
+    if group_by == "traceback":
+        print(f"#{rank}: {summary}")
+        body = ["    " + line for line in site]
+    else:
+        print(f"#{rank}: {site[0]}: {summary}")
+        body = site[1:]
+    for line in body:
+        print(line)

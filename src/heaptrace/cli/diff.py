@@ -12,7 +12,7 @@ change, then by the size now.  Filters work as in `heaptrace top`.
 from __future__ import annotations
 
 from ._common import (Progress, add_display_arguments, add_filter_arguments,
-                      check_display_arguments, filter_snapshot, format_site, format_size,
+                      check_display_arguments, filter_snapshot, format_size, print_entry,
                       frames_json, load_snapshot, plural, print_json, site_json)
 
 
@@ -56,17 +56,9 @@ def execute(args) -> int:
           f"{args.new} compared to {args.old}"
           f"{' (cumulative)' if args.cumulative else ''}")
     for rank, stat in enumerate(shown, 1):
-        site = format_site(stat.traceback, args.group_by, args.full_paths)
         summary = (f"{format_size(stat.size_diff, sign=True)} ({stat.count_diff:+,} blocks), "
                    f"now {format_size(stat.size)} in {plural(stat.count, 'block')}")
-        if args.group_by == "traceback":
-            print(f"#{rank}: {summary}")
-            body = ["    " + line for line in site]
-        else:
-            print(f"#{rank}: {site[0]}: {summary}")
-            body = site[1:]
-        for line in body:
-            print(line)
+        print_entry(rank, stat.traceback, summary, args.group_by, args.full_paths)
     if rest:
         print(f"{len(rest):,} other: {format_size(sum(s.size_diff for s in rest), sign=True)}")
     print(f"Total: {format_size(size_diff, sign=True)} ({count_diff:+,} blocks)")

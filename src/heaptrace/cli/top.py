@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 
 from ._common import (Progress, add_display_arguments, add_filter_arguments,
-                      check_display_arguments, filter_snapshot, format_site, format_size,
+                      check_display_arguments, filter_snapshot, format_size, print_entry,
                       frames_json, load_snapshot, plural, print_json, site_json)
 
 
@@ -59,18 +59,10 @@ def execute(args) -> int:
     print(f"Top {len(shown)} {what} of {args.snapshot}{when}"
           f"{' (cumulative)' if args.cumulative else ''}")
     for rank, stat in enumerate(shown, 1):
-        site = format_site(stat.traceback, args.group_by, args.full_paths)
         average = stat.size / stat.count if stat.count else 0
         summary = (f"{format_size(stat.size)} in {plural(stat.count, 'block')} "
                    f"(average {format_size(average)})")
-        if args.group_by == "traceback":
-            print(f"#{rank}: {summary}")
-            body = ["    " + line for line in site]
-        else:
-            print(f"#{rank}: {site[0]}: {summary}")
-            body = site[1:]
-        for line in body:
-            print(line)
+        print_entry(rank, stat.traceback, summary, args.group_by, args.full_paths)
     if rest:
         print(f"{len(rest):,} other: {format_size(sum(s.size for s in rest))}")
     print(f"Total: {format_size(total_size)} in {plural(total_count, 'block')}")
