@@ -14,6 +14,7 @@
 # HEAPTRACE_VENVS (default .venvs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/variant-env.sh
 
 py=${PYTHON:-python3}
 cc=${CC:-cc}
@@ -32,17 +33,7 @@ asan=$(runtime libasan.so)
 ubsan=$(runtime libubsan.so)
 
 echo "=== ASan + UBSan build ($("$py" -c 'import sys; print(sys.version.split()[0])'), $cc)"
-rm -rf "$env"
-"$py" -m venv "$env"
-"$env/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-# Build from a copy of the tree: pip builds in ./build, whose objects
-# setuptools would reuse whatever the flags they were compiled with.
-src=$(mktemp -d)
-trap 'rm -rf "$src"' EXIT
-tar --exclude=./build --exclude=./.venvs --exclude=./.git --exclude=./fuzz/out \
-    -cf - . | tar -C "$src" -xf -
-CC=$cc HEAPTRACE_SANITIZE=1 "$env/bin/python" -m pip install --quiet --no-cache-dir \
-    --disable-pip-version-check "$src[test]"
+variant_env "$env" "$py" CC="$cc" HEAPTRACE_SANITIZE=1
 
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=0:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:${UBSAN_OPTIONS:-}"

@@ -10,6 +10,7 @@
 # environments go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/variant-env.sh
 
 find_pythons() {
     if [ -n "${HEAPTRACE_PYTHONS:-}" ]; then
@@ -48,16 +49,7 @@ if [ -z "${HEAPTRACE_SKIP_FALLBACK:-}" ]; then
     py=$(find_pythons | awk '{print $1}')
     env="$venvs/public-api"
     echo "=== public-API fallback ($py)"
-    rm -rf "$env"
-    "$py" -m venv "$env"
-    # Built from a copy of the tree: pip builds in ./build, and setuptools
-    # would reuse the objects compiled there without the flag.
-    src=$(mktemp -d)
-    tar --exclude=./build --exclude=./.venvs --exclude=./.git --exclude=./fuzz/out \
-        -cf - . | tar -C "$src" -xf -
-    HEAPTRACE_PUBLIC_API=1 "$env/bin/python" -m pip install --quiet --no-cache-dir \
-        --disable-pip-version-check "$src[test]"
-    rm -rf "$src"
+    variant_env "$env" "$py" HEAPTRACE_PUBLIC_API=1
     if ! "$env/bin/python" -c 'import heaptrace._core as c, sys; sys.exit(c.FAST_FRAMES)'; then
         echo "the fallback build still uses the fast frame shims" >&2
         status=1

@@ -9,20 +9,11 @@
 # Environment: PYTHON (default python3), HEAPTRACE_VENVS (default .venvs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/variant-env.sh
 py=${PYTHON:-python3}
 env="${HEAPTRACE_VENVS:-.venvs}/faults"
 echo "=== fault-injection build ($("$py" -c 'import sys; print(sys.version.split()[0])'))"
-rm -rf "$env"
-"$py" -m venv "$env"
-"$env/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-# Build from a copy of the tree: pip builds in ./build, whose objects
-# setuptools would reuse whatever the flags they were compiled with.
-src=$(mktemp -d)
-trap 'rm -rf "$src"' EXIT
-tar --exclude=./build --exclude=./.venvs --exclude=./.git --exclude=./fuzz/out \
-    -cf - . | tar -C "$src" -xf -
-HEAPTRACE_FAULT_INJECTION=1 "$env/bin/python" -m pip install --quiet --no-cache-dir \
-    --disable-pip-version-check "$src[test]"
+variant_env "$env" "$py" HEAPTRACE_FAULT_INJECTION=1
 if ! "$env/bin/python" -c 'import heaptrace._core as c, sys; sys.exit(not c.FAULT_INJECTION)'; then
     echo "test-faults.sh: the build has no fault injection" >&2
     exit 1
