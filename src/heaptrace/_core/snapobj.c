@@ -825,6 +825,73 @@ result_classes(PyObject *classes, const char *const *names, int n,
     return 0;
 }
 
+/* A tuple of values (references stolen, all released on failure). */
+static PyObject *
+tuple_steal(PyObject **values, int n)
+{
+    PyObject *t = NULL;
+    for (int i = 0; i < n; i++) {
+        if (values[i] == NULL) {
+            goto fail;
+        }
+    }
+    t = PyTuple_New(n);
+    if (t == NULL) {
+        goto fail;
+    }
+    for (int i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(t, i, values[i]);
+    }
+    return t;
+fail:
+    for (int i = 0; i < n; i++) {
+        Py_XDECREF(values[i]);
+    }
+    return NULL;
+}
+
+/* The results of a grouping as a list, and *out freed: for statistics()
+ * (old == NULL) (frames, size, count), for compare_to() (frames, size,
+ * size_diff, count, count_diff); with `result` slots, objects of that class
+ * whose traceback is a Traceback (`tb` slots) instead of tuples.  NULL with
+ * an exception on failure. */
+static PyObject *
+groups_to_list(SnapObj *self, SnapObj *old, int k, ht_groups *out,
+               const ht_slots *result, const ht_slots *tb)
+{
+    /* Tens of thousands of new containers would trigger collection after
+     * collection, each traversing the young ones: that was three quarters
+     * of the time.  Nothing here can make a cycle, so collect after. */
+    int gc_was_on = PyGC_Disable();
+    PyObject *list = PyList_New((Py_ssize_t)out->ngroups);
+    for (size_t i = 0; list != NULL && i < out->ngroups; i++) {
+        const ht_group *g = &out->groups[i];
+        PyObject *frames = group_frames(old != NULL && g->snap ? old : self, k, g);
+        PyObject *values[5];
+        int n = 0;
+        values[n++] = result != NULL ? make_traceback(tb, frames) : frames;
+        values[n++] = PyLong_FromUnsignedLongLong(g->size[0]);
+        if (old != NULL) {
+            values[n++] = PyLong_FromLongLong((long long)g->size[0] - (long long)g->size[1]);
+        }
+        values[n++] = PyLong_FromUnsignedLongLong(g->count[0]);
+        if (old != NULL) {
+            values[n++] = PyLong_FromLongLong((long long)g->count[0] - (long long)g->count[1]);
+        }
+        PyObject *item = result != NULL ? slots_new(result, values) : tuple_steal(values, n);
+        if (item == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    ht_groups_free(out);
+    if (gc_was_on) {
+        PyGC_Enable();
+    }
+    return list;
+}
+
 PyDoc_STRVAR(statistics_doc,
 "statistics($self, key_type, cumulative, classes=None, /)\n--\n\n"
 "The groups of Snapshot.statistics(), sorted: a list of\n"
@@ -855,39 +922,7 @@ snapobj_statistics(SnapObj *self, PyObject *args)
     if (rc != 0) {
         return analysis_error(rc);
     }
-    /* Tens of thousands of new containers would trigger collection after
-     * collection, each traversing the young ones: that was three quarters
-     * of the time.  Nothing here can make a cycle, so collect after. */
-    int gc_was_on = PyGC_Disable();
-    PyObject *list = PyList_New((Py_ssize_t)out.ngroups);
-    for (size_t i = 0; list != NULL && i < out.ngroups; i++) {
-        const ht_group *g = &out.groups[i];
-        PyObject *frames = group_frames(self, k, g);
-        PyObject *item;
-        if (build) {
-            PyObject *values[3] = {
-                make_traceback(&tb_sl, frames),
-                PyLong_FromUnsignedLongLong(g->size[0]),
-                PyLong_FromUnsignedLongLong(g->count[0]),
-            };
-            item = slots_new(&stat_sl, values);
-        }
-        else {
-            item = frames == NULL ? NULL
-                : Py_BuildValue("(NKK)", frames, (unsigned long long)g->size[0],
-                                (unsigned long long)g->count[0]);
-        }
-        if (item == NULL) {
-            Py_CLEAR(list);
-            break;
-        }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
-    }
-    ht_groups_free(&out);
-    if (gc_was_on) {
-        PyGC_Enable();
-    }
-    return list;
+    return groups_to_list(self, NULL, k, &out, build ? &stat_sl : NULL, &tb_sl);
 }
 
 PyDoc_STRVAR(compare_to_doc,
@@ -920,43 +955,7 @@ snapobj_compare_to(SnapObj *self, PyObject *args)
     if (rc != 0) {
         return analysis_error(rc);
     }
-    /* Tens of thousands of new containers would trigger collection after
-     * collection, each traversing the young ones: that was three quarters
-     * of the time.  Nothing here can make a cycle, so collect after. */
-    int gc_was_on = PyGC_Disable();
-    PyObject *list = PyList_New((Py_ssize_t)out.ngroups);
-    for (size_t i = 0; list != NULL && i < out.ngroups; i++) {
-        const ht_group *g = &out.groups[i];
-        PyObject *frames = group_frames(g->snap ? (SnapObj *)old : self, k, g);
-        long long size_diff = (long long)g->size[0] - (long long)g->size[1];
-        long long count_diff = (long long)g->count[0] - (long long)g->count[1];
-        PyObject *item;
-        if (build) {
-            PyObject *values[5] = {
-                make_traceback(&tb_sl, frames),
-                PyLong_FromUnsignedLongLong(g->size[0]),
-                PyLong_FromLongLong(size_diff),
-                PyLong_FromUnsignedLongLong(g->count[0]),
-                PyLong_FromLongLong(count_diff),
-            };
-            item = slots_new(&diff_sl, values);
-        }
-        else {
-            item = frames == NULL ? NULL
-                : Py_BuildValue("(NKLKL)", frames, (unsigned long long)g->size[0],
-                                size_diff, (unsigned long long)g->count[0], count_diff);
-        }
-        if (item == NULL) {
-            Py_CLEAR(list);
-            break;
-        }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
-    }
-    ht_groups_free(&out);
-    if (gc_was_on) {
-        PyGC_Enable();
-    }
-    return list;
+    return groups_to_list(self, (SnapObj *)old, k, &out, build ? &diff_sl : NULL, &tb_sl);
 }
 
 /* Parse one filter description (see filter_doc) into *f; the buffers it
