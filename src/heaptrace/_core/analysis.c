@@ -20,6 +20,7 @@
  * precomputed per string id), then each trace costs one lookup per filter.
  */
 #include "analysis.h"
+#include "snapdata.h"
 
 #include <string.h>
 
@@ -684,14 +685,7 @@ ht_snap_copy_tables(const ht_snap *s, ht_snap *out)
                      s->tb_off ? (s->ntracebacks + (size_t)1) * sizeof(uint32_t) : 0)
         || dup_array((void **)&out->tb_frames, s->tb_frames, tbf * sizeof(uint32_t))
         || dup_array((void **)&out->tb_total, s->tb_total, s->ntracebacks * sizeof(int32_t))) {
-        free(out->str_off);
-        free(out->str_blob);
-        free(out->frame_file);
-        free(out->frame_line);
-        free(out->tb_off);
-        free(out->tb_frames);
-        free(out->tb_total);
-        memset(out, 0, sizeof(*out));
+        ht_snap_free(out);
         return HT_AN_NOMEM;
     }
     return 0;
@@ -834,17 +828,7 @@ done:
     free(verdicts);
     free(keep);
     if (rc != 0) {
-        free(out->str_off);
-        free(out->str_blob);
-        free(out->frame_file);
-        free(out->frame_line);
-        free(out->tb_off);
-        free(out->tb_frames);
-        free(out->tb_total);
-        free(out->tr_domain);
-        free(out->tr_size);
-        free(out->tr_tb);
-        memset(out, 0, sizeof(*out));
+        ht_snap_free(out);
     }
     return rc;
 }
