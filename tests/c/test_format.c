@@ -532,6 +532,24 @@ static void test_crc(void)
     /* incremental == one shot */
     CHECK(ht_crc32c(ht_crc32c(0, "1234", 4), "56789", 5) == 0xE3069283u,
           "incremental");
+    CHECK(ht_crc32c_portable(0, "123456789", 9) == 0xE3069283u,
+          "portable check value %08x", ht_crc32c_portable(0, "123456789", 9));
+    /* The instruction-based version (when the CPU has it) and the table
+     * agree at every length and alignment, including the tail bytes. */
+    static uint8_t buf[4096 + 16];
+    uint32_t x = 12345;
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (uint8_t)(x >> 16);
+    }
+    for (size_t off = 0; off < 8; off++) {
+        for (size_t n = 0; n <= 40; n++) {
+            CHECK(ht_crc32c(7, buf + off, n) == ht_crc32c_portable(7, buf + off, n),
+                  "fast and portable CRC differ at offset %zu length %zu", off, n);
+        }
+        CHECK(ht_crc32c(0, buf + off, 4096) == ht_crc32c_portable(0, buf + off, 4096),
+              "fast and portable CRC differ on 4096 bytes at offset %zu", off);
+    }
 }
 
 static void test_roundtrips(void)
