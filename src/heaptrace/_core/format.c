@@ -10,7 +10,8 @@
  * followed by the column's values as LEB128 varints, coded either plainly
  * (RAW), as zigzag differences from the previous value (DELTA), or as
  * (value, repeat count - 1) pairs (RUNS).  The writer measures the three
- * and keeps the smallest, so the nearly-always-zero domains cost a few
+ * (on a sample, for long columns) and keeps the smallest, so the
+ * nearly-always-zero domains cost a few
  * bytes in all, and traces handed over sorted by traceback shrink further.
  *
  * The reader's safety rests on one rule: in every table, one column may not

@@ -74,15 +74,27 @@ static uint32_t det_cache_len;
 static PyObject **detstr_cache;       /* str per detached string id */
 static uint32_t detstr_cache_len;
 static PyObject *unknown_filename;    /* "<unknown>" */
+static PyObject *unknown_frame;       /* ("<unknown>", 0) */
 
-/* (code, lasti) -> (filename, lineno) tuple, resolved once.  GIL. */
+/* (code, lasti) -> (filename, lineno) tuple, resolved once.  Each entry
+ * also has a key: a dense number (0, 1, 2, ... in order of resolution) that
+ * names the location until the memo is cleared.  GIL. */
 typedef struct {
     PyCodeObject *code;
     int64_t lasti;
-    PyObject *frame;
+    PyObject *frame;      /* owned; NULL: empty slot */
+    uint32_t key;
 } ht_memo;
 static ht_memo *memo;
 static size_t memo_mask, memo_used;
+/* key -> that location's frame tuple (borrowed from the memo). */
+static PyObject **key_frame;
+static size_t cap_key_frame;
+/* Location key of each frame of gil_tab's arena, filled in as tracebacks
+ * are resolved (UINT32_MAX: not yet); covers the first narena_keys frames.
+ * Snapshots then turn a traceback into locations without hashing. */
+static uint32_t *arena_keys;
+static size_t narena_keys;
 
 /* Protected by the raw lock (tracer.c); max_nframe is written under both the
  * GIL and the raw lock, so either is enough to read it. */
@@ -256,12 +268,20 @@ tab_memory(const ht_tbtab *t)
 
 /* ---- setup ---------------------------------------------------------------- */
 
+static PyObject *frame_tuple(PyObject *filename, int lineno);
+
 int
 ht_intern_init_once(void)
 {
     if (unknown_filename == NULL) {
         unknown_filename = PyUnicode_InternFromString("<unknown>");
         if (unknown_filename == NULL) {
+            return -1;
+        }
+    }
+    if (unknown_frame == NULL) {
+        unknown_frame = frame_tuple(unknown_filename, 0);
+        if (unknown_frame == NULL) {
             return -1;
         }
     }
@@ -540,18 +560,18 @@ memo_grow(void)
     return 0;
 }
 
-/* (filename, lineno) of a raw frame: a new reference, or NULL + exception. */
+/* The (filename, lineno) tuple of a raw frame with a code object, borrowed
+ * from the memo (valid until ht_intern_clear), and its key; NULL with an
+ * exception set. */
 static PyObject *
-resolve_raw(PyCodeObject *code, int64_t lasti)
+memo_frame(PyCodeObject *code, int64_t lasti, uint32_t *key)
 {
-    if (code == NULL) {
-        return frame_tuple(unknown_filename, 0);
-    }
     if (memo != NULL) {
         size_t j = mix((uint64_t)(uintptr_t)code, (uint64_t)lasti) & memo_mask;
         for (; memo[j].frame != NULL; j = (j + 1) & memo_mask) {
             if (memo[j].code == code && memo[j].lasti == lasti) {
-                return Py_NewRef(memo[j].frame);
+                *key = memo[j].key;
+                return memo[j].frame;
             }
         }
     }
@@ -566,20 +586,93 @@ resolve_raw(PyCodeObject *code, int64_t lasti)
     }
     /* Creating the tuple may have run the hooks, but they never touch the
      * memo, so it is safe to insert now. */
-    if (memo == NULL || (memo_used + 1) * 2 > memo_mask + 1) {
-        if (memo_grow() < 0) {
-            return frame;   /* benign: just not cached */
-        }
+    if (memo_used >= UINT32_MAX - 1
+        || ((memo == NULL || (memo_used + 1) * 2 > memo_mask + 1) && memo_grow() < 0)) {
+        Py_DECREF(frame);
+        PyErr_NoMemory();
+        return NULL;
     }
     size_t j = mix((uint64_t)(uintptr_t)code, (uint64_t)lasti) & memo_mask;
     while (memo[j].frame != NULL) {
         j = (j + 1) & memo_mask;
     }
+    if (memo_used >= cap_key_frame) {
+        size_t cap = cap_key_frame ? cap_key_frame * 2 : 1024;
+        PyObject **kf = ht_realloc(key_frame, cap * sizeof(PyObject *));
+        if (kf == NULL) {
+            Py_DECREF(frame);
+            PyErr_NoMemory();
+            return NULL;
+        }
+        key_frame = kf;
+        cap_key_frame = cap;
+    }
     memo[j].code = code;
     memo[j].lasti = lasti;
-    memo[j].frame = Py_NewRef(frame);
-    memo_used++;
+    memo[j].frame = frame;
+    memo[j].key = (uint32_t)memo_used;
+    key_frame[memo_used] = frame;
+    *key = (uint32_t)memo_used++;
     return frame;
+}
+
+/* (filename, lineno) of a raw frame: a new reference, or NULL + exception. */
+static PyObject *
+resolve_raw(PyCodeObject *code, int64_t lasti)
+{
+    if (code == NULL) {
+        return Py_NewRef(unknown_frame);
+    }
+    uint32_t key;
+    PyObject *frame = memo_frame(code, lasti, &key);
+    return frame == NULL ? NULL : Py_NewRef(frame);
+}
+
+int
+ht_intern_locations(uint32_t tb, uint32_t *keys, size_t cap, size_t *n)
+{
+    if ((tb & HT_TB_DETACHED) || tb >= gil_tab.nrecs) {
+        PyErr_SetString(PyExc_RuntimeError, "unknown traceback id");
+        return -1;
+    }
+    uint16_t nf = gil_tab.recs[tb].nframe;
+    uint32_t off = gil_tab.recs[tb].off;
+    *n = nf;
+    if (nf > cap) {
+        return 1;
+    }
+    if (narena_keys < gil_tab.narena) {
+        size_t want = gil_tab.caparena;
+        uint32_t *k = ht_realloc(arena_keys, want * sizeof(uint32_t));
+        if (k == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memset(k + narena_keys, 0xFF, (want - narena_keys) * sizeof(uint32_t));
+        arena_keys = k;
+        narena_keys = want;
+    }
+    for (uint16_t i = 0; i < nf; i++) {
+        uint32_t key = arena_keys[off + i];
+        if (key == UINT32_MAX) {
+            /* Re-read the arena every time: allocating may have moved it. */
+            const ht_rawframe *rf = (const ht_rawframe *)gil_tab.arena + off + i;
+            if (rf->code != NULL) {
+                if (memo_frame(rf->code, rf->lasti, &key) == NULL) {
+                    return -1;
+                }
+                arena_keys[off + i] = key;
+            }
+        }
+        keys[i] = key;
+    }
+    return 0;
+}
+
+PyObject *
+ht_intern_location_frame(uint32_t key)
+{
+    return key < memo_used ? key_frame[key] : unknown_frame;
 }
 
 /* Grow a cache array of Python references to hold index id. */
@@ -805,6 +898,11 @@ ht_intern_clear(ht_garbage *garbage)
     free(det_cache);
     free(detstr_cache);
     free(memo);
+    free(key_frame);
+    free(arena_keys);
+    key_frame = NULL;
+    arena_keys = NULL;
+    cap_key_frame = narena_keys = 0;
     gil_cache = det_cache = detstr_cache = NULL;
     gil_cache_len = det_cache_len = detstr_cache_len = 0;
     memo = NULL;
@@ -847,6 +945,7 @@ ht_intern_memory(void)
     n += (size_t)capdet_strings * sizeof(ht_detstr);
     n += det_str_index ? (det_str_imask + 1) * sizeof(uint32_t) : 0;
     n += memo ? (memo_mask + 1) * sizeof(ht_memo) : 0;
+    n += cap_key_frame * sizeof(PyObject *) + narena_keys * sizeof(uint32_t);
     n += ((size_t)gil_cache_len + det_cache_len + detstr_cache_len) * sizeof(PyObject *);
     n += (size_t)max_nframe * (sizeof(ht_rawframe) + sizeof(ht_resframe));
     return n;

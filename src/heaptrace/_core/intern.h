@@ -46,6 +46,22 @@ uint32_t ht_intern_capture_detached(PyThreadState *ts);
  * takes the raw lock briefly for detached ids.  Results are cached. */
 PyObject *ht_intern_frames(uint32_t tb);
 
+/* The frames of a GIL traceback as locations, most recent first: keys[i]
+ * names frame i's location (code object and instruction offset): distinct
+ * locations have distinct keys, dense from 0 in order of first resolution,
+ * so a caller can cache per location in an array.  UINT32_MAX is a frame
+ * without code ("<unknown>").  Keys stay valid until the tables are
+ * cleared.  Sets *n to the number of frames.  Returns 0; 1 when that is
+ * more than cap (nothing written: retry with more room); -1 with an
+ * exception set (MemoryError, or RuntimeError for an id that is detached or
+ * unknown).  GIL held. */
+int ht_intern_locations(uint32_t tb, uint32_t *keys, size_t cap, size_t *n);
+
+/* The (filename, lineno) tuple of a location key from ht_intern_locations,
+ * borrowed (valid until the tables are cleared); ("<unknown>", 0) for
+ * UINT32_MAX.  GIL held.  Never fails. */
+PyObject *ht_intern_location_frame(uint32_t key);
+
 /* How many GIL and detached tracebacks exist: every id in use is below
  * these.  GIL held; takes the raw lock briefly.  Never fails. */
 void ht_intern_counts(uint32_t *ngil, uint32_t *ndetached);

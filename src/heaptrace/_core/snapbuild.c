@@ -4,10 +4,13 @@
  * object and instruction offset per frame), so two live tracebacks can mean
  * the same lines.  A snapshot is in terms of what users see: file names,
  * line numbers, and tracebacks of those.  Building it resolves each distinct
- * live traceback once (intern.c caches the resolution), and interns strings,
- * frames and tracebacks again by value, so the analysis can group by integer
- * ids.  Work: one pass over the traces plus one resolution per distinct
- * traceback; no Python object per trace.
+ * live traceback once, in the order of the interning tables, as a sequence
+ * of location keys (intern.c resolves each (code, offset) location to a
+ * line once and remembers every arena frame's key), maps each location to
+ * a frame id once per snapshot, and interns tracebacks of frame ids by
+ * value, so the analysis can group by integer ids.  Work: passes over the
+ * traces plus one step per frame of each distinct traceback; no Python
+ * object per trace or per traceback, one per distinct file name.
  */
 #include "snapbuild.h"
 #include "tracer.h"
@@ -52,6 +55,13 @@ typedef struct {
     size_t cap_tbnext;
     uint32_t *frame_buf;
     size_t cap_framebuf;
+    /* GIL tracebacks are resolved location by location (intern.c's keys):
+     * loc_frame[key] is the canonical frame id of a location already seen,
+     * or UINT32_MAX. */
+    uint32_t *loc_frame;
+    size_t cap_locframe;
+    uint32_t *keys;       /* ht_intern_locations' output, cap_loc entries */
+    size_t cap_loc;
 } builder;
 
 static int
@@ -164,42 +174,127 @@ traceback_id(builder *b, size_t n, int32_t total, uint32_t *id)
     return 0;
 }
 
-/* Canonical traceback of a live traceback id. */
+/* Canonical frame id of a (filename, lineno) tuple. */
 static int
-resolve(builder *b, uint32_t live, uint64_t generation, uint32_t *id)
+tuple_frame_id(builder *b, PyObject *frame, uint32_t *id)
+{
+    uint32_t file;
+    long lineno = PyLong_AsLong(PyTuple_GET_ITEM(frame, 1));
+    if ((lineno == -1 && PyErr_Occurred())
+        || string_id(b, PyTuple_GET_ITEM(frame, 0), &file) < 0
+        || frame_id(b, file, (uint32_t)lineno, id) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_generation(uint64_t generation)
+{
+    if (ht_tracer_generation() != generation) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the traces were cleared while the snapshot was taken");
+        return -1;
+    }
+    return 0;
+}
+
+/* Frame ids of a GIL traceback, into b->frame_buf; *n their number.  Each
+ * distinct location is turned into a frame id once per snapshot. */
+static int
+resolve_gil(builder *b, uint32_t live, uint64_t generation, size_t *n)
+{
+    int rc;
+    while ((rc = ht_intern_locations(live, b->keys, b->cap_loc, n)) == 1) {
+        uint32_t *keys = ht_realloc(b->keys, *n * sizeof(uint32_t));
+        if (keys == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->keys = keys;
+        b->cap_loc = *n;
+    }
+    if (rc < 0 || check_generation(generation) < 0
+        || grow((void **)&b->frame_buf, &b->cap_framebuf, *n + 1, sizeof(uint32_t)) < 0) {
+        if (rc == 0 && !PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
+        return -1;
+    }
+    for (size_t k = 0; k < *n; k++) {
+        uint32_t key = b->keys[k];
+        if (key != UINT32_MAX && key < b->cap_locframe && b->loc_frame[key] != UINT32_MAX) {
+            b->frame_buf[k] = b->loc_frame[key];
+            continue;
+        }
+        if (tuple_frame_id(b, ht_intern_location_frame(key), &b->frame_buf[k]) < 0) {
+            return -1;
+        }
+        if (key != UINT32_MAX) {
+            size_t old = b->cap_locframe;
+            if (grow((void **)&b->loc_frame, &b->cap_locframe, (size_t)key + 1,
+                     sizeof(uint32_t)) < 0) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            memset(b->loc_frame + old, 0xFF, (b->cap_locframe - old) * sizeof(uint32_t));
+            b->loc_frame[key] = b->frame_buf[k];
+        }
+    }
+    return 0;
+}
+
+/* Frame ids of a detached traceback (rare: RAW blocks allocated without the
+ * GIL), through its tuple of frames. */
+static int
+resolve_detached(builder *b, uint32_t live, uint64_t generation, size_t *n)
 {
     PyObject *frames = ht_intern_frames(live);
     if (frames == NULL) {
         return -1;
     }
-    if (ht_tracer_generation() != generation) {
+    *n = (size_t)PyTuple_GET_SIZE(frames);
+    if (check_generation(generation) < 0
+        || grow((void **)&b->frame_buf, &b->cap_framebuf, *n + 1, sizeof(uint32_t)) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
         Py_DECREF(frames);
-        PyErr_SetString(PyExc_RuntimeError,
-                        "the traces were cleared while the snapshot was taken");
         return -1;
     }
-    size_t n = (size_t)PyTuple_GET_SIZE(frames);
-    if (grow((void **)&b->frame_buf, &b->cap_framebuf, n + 1, sizeof(uint32_t)) < 0) {
-        Py_DECREF(frames);
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (size_t k = 0; k < n; k++) {
-        PyObject *frame = PyTuple_GET_ITEM(frames, k);
-        uint32_t file;
-        long lineno = PyLong_AsLong(PyTuple_GET_ITEM(frame, 1));
-        if ((lineno == -1 && PyErr_Occurred())
-            || string_id(b, PyTuple_GET_ITEM(frame, 0), &file) < 0
-            || frame_id(b, file, (uint32_t)lineno, &b->frame_buf[k]) < 0) {
+    for (size_t k = 0; k < *n; k++) {
+        if (tuple_frame_id(b, PyTuple_GET_ITEM(frames, k), &b->frame_buf[k]) < 0) {
             Py_DECREF(frames);
             return -1;
         }
     }
     Py_DECREF(frames);
+    return 0;
+}
+
+/* Canonical traceback of a live traceback id. */
+static int
+resolve(builder *b, uint32_t live, uint64_t generation, uint32_t *id)
+{
+    size_t n;
+    int rc;
+    if (live == HT_TB_UNKNOWN || (live & HT_TB_DETACHED)) {
+        rc = resolve_detached(b, live, generation, &n);
+    }
+    else {
+        rc = resolve_gil(b, live, generation, &n);
+    }
+    if (rc < 0) {
+        return -1;
+    }
     return traceback_id(b, n, ht_intern_total(live), id);
 }
 
 static int take(ht_snap *out);
+
+/* Mark of a live traceback id that the snapshot uses, not yet resolved
+ * (canonical ids stay below it: traceback_id stops at UINT32_MAX - 2). */
+#define NEEDED (UINT32_MAX - 1)
 
 int
 ht_snapshot_take(ht_snap *out)
@@ -259,24 +354,35 @@ take(ht_snap *out)
         PyErr_NoMemory();
         goto error;
     }
+    /* Three passes, so that the interning tables are read in the order
+     * they are laid out rather than in the traces' (address) order: mark
+     * the live ids in use, resolve them in id order, rewrite the traces. */
     memset(map_gil, 0xFF, ((size_t)ngil + 1) * sizeof(uint32_t));
     memset(map_det, 0xFF, ((size_t)ndet + 1) * sizeof(uint32_t));
     for (size_t i = 0; i < n; i++) {
         uint32_t live = out->tr_tb[i];
         uint32_t index = live & ~HT_TB_DETACHED;
-        uint32_t *slot = (live & HT_TB_DETACHED) ? &map_det[index] : &map_gil[index];
         if (index >= ((live & HT_TB_DETACHED) ? ndet : ngil)) {
             PyErr_SetString(PyExc_SystemError, "heaptrace: traceback id out of range");
             goto error;
         }
-        uint32_t canonical = *slot;
-        if (canonical == UINT32_MAX) {
-            if (resolve(&b, live, generation, &canonical) < 0) {
-                goto error;
-            }
-            *slot = canonical;
+        ((live & HT_TB_DETACHED) ? map_det : map_gil)[index] = NEEDED;
+    }
+    for (uint32_t id = 0; id < ngil; id++) {
+        if (map_gil[id] == NEEDED && resolve(&b, id, generation, &map_gil[id]) < 0) {
+            goto error;
         }
-        out->tr_tb[i] = canonical;
+    }
+    for (uint32_t id = 0; id < ndet; id++) {
+        if (map_det[id] == NEEDED
+            && resolve(&b, id | HT_TB_DETACHED, generation, &map_det[id]) < 0) {
+            goto error;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t live = out->tr_tb[i];
+        uint32_t index = live & ~HT_TB_DETACHED;
+        out->tr_tb[i] = ((live & HT_TB_DETACHED) ? map_det : map_gil)[index];
     }
     int rc = 0;
     goto done;
@@ -291,6 +397,8 @@ done:
     ht_u64map_free(&b.tbs);
     free(b.tb_next);
     free(b.frame_buf);
+    free(b.loc_frame);
+    free(b.keys);
     Py_XDECREF(b.strings);
     return rc;
 }
