@@ -328,6 +328,64 @@ def test_tracebacks_and_total_nframe_match_the_standard_module(nframe):
     assert ours.count("<string>") >= 7
 
 
+CHAINS = textwrap.dedent("""
+    import random, sys, threading, {module} as tm
+    sys.setrecursionlimit(5000)
+    tm.start({nframe})
+    lists = []
+    local = threading.local()
+    def leaf(size):
+        local.kept.append(bytearray(size))
+    def down(n, size):
+        if n > 0:
+            return (down if n % 3 else other)(n - 1, size)
+        leaf(size)
+    def other(n, size):
+        return down(n, size + 1)
+    def gen(size):
+        while True:
+            depth = yield
+            down(depth, size)
+    def work(seed, rounds):
+        # each thread's blocks, and the growth of the list holding them,
+        # are traced in that thread, whatever the scheduling
+        local.kept = []
+        lists.append(local.kept)
+        rng = random.Random(seed)
+        g = gen(3000 + seed)
+        next(g)
+        for i in range(rounds):
+            depth = rng.choice([0, 1, 2, 5, 9, 40, 41, rng.randrange(300)])
+            if rng.random() < 0.3:
+                # resume the same generator from a different depth
+                (lambda d: g.send(d))(depth)
+            elif rng.random() < 0.1:
+                down(depth + 260, 2000)      # longer than the memo holds
+            else:
+                down(depth, 1000 + (i % 7))
+    work(1, 400)
+    threads = [threading.Thread(target=work, args=(k, 150)) for k in range(2, 9)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    out = sorted((t[1], t[2], t[3]) for t in tm._get_traces()
+                 if t[2][0][0] == "<string>" and t[1] >= 1000)
+    print(len(out), repr(out))
+""")
+
+
+@pytest.mark.parametrize("nframe", [1, 3])
+def test_total_nframe_matches_while_the_stack_keeps_changing(nframe):
+    """total_nframe stays exact when the stack below an allocation changes
+    from one allocation to the next: random depths, a generator resumed at
+    different depths, stacks longer than the chain memo, eight threads
+    (more than the memo's slots).  Compared with the standard module on the
+    same program."""
+    ours = _run(CHAINS.format(module="heaptrace", nframe=nframe))
+    theirs = _run(CHAINS.format(module="tracemalloc", nframe=nframe))
+    assert int(ours.split()[0]) > 1000
+    assert ours == theirs
+
+
 def test_stack_deeper_than_limit_counts_every_frame():
     heaptrace.start(2)
 

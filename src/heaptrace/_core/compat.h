@@ -177,6 +177,26 @@ ht_walk_count(ht_walk *w, unsigned counted, unsigned cap)
     return counted;
 }
 
+/* The frame a walk stands on, its caller, and how much it adds to
+ * total_nframe (C-stack shims of 3.12+ add nothing): what a caller needs to
+ * follow and count the chain itself (intern.c's chain memo). */
+#define HT_FRAME_LINKS 1
+static inline void *ht_walk_frame(ht_walk *w) { return w->f; }
+static inline void *ht_frame_previous(const void *f)
+{
+    return ((const _PyInterpreterFrame *)f)->previous;
+}
+static inline unsigned
+ht_frame_weight(const void *f)
+{
+#  if PY_VERSION_HEX >= 0x030C0000
+    return ((const _PyInterpreterFrame *)f)->owner != FRAME_OWNED_BY_CSTACK;
+#  else
+    (void)f;
+    return 1;
+#  endif
+}
+
 static inline PyCodeObject *ht_walk_code(ht_walk *w) { return ht_frame_code(w->f); }
 static inline int ht_walk_lasti(ht_walk *w) { return _PyInterpreterFrame_LASTI(w->f); }
 static inline void ht_walk_end(ht_walk *w) { (void)w; }

@@ -330,6 +330,138 @@ count_rest(ht_walk *w, int more, int n)
     return ht_walk_count(w, (unsigned)n, HT_MAX_NFRAME);
 }
 
+#ifdef HT_FRAME_LINKS
+/* ---- the chain memo: total_nframe without a dependent walk ----------------
+ *
+ * total_nframe needs the length of the whole frame chain, and following the
+ * chain is a series of dependent loads: at 50 frames that is most of the
+ * cost of an allocation.  But between two allocations of a thread, the
+ * bottom of its chain rarely changes.  So each thread's chain below the
+ * recorded frames is remembered (addresses only, with an index by address),
+ * and a capture walks down only until it reaches a remembered address.
+ * From there it checks that the chain in memory still is the remembered
+ * one, link by link: each frame's previous must be the remembered frame
+ * below it, and the bottom frame's previous must be NULL.  The loads of
+ * that check come from the remembered array, not from each other, so they
+ * run in parallel; and a remembered frame is only dereferenced once the
+ * link to it has been found in memory, so a frame that has since died is
+ * never touched.  The result is exact: every link counted is a link of the
+ * chain as it is now, and every frame's weight is read from the frame as it
+ * is now.  The frames walked before reaching the remembered part replace
+ * its top, so the next capture from the same place finds its first frame
+ * at once.  When the check fails or nothing remembered is reached, the
+ * chain is walked as before and remembered afresh.
+ *
+ * Positions count from the bottom of the chain (0: the outermost frame), so
+ * replacing the top leaves the rest in place.  The index is a lossy
+ * direct-mapped cache from address to position: every hit is confirmed
+ * against the array, so a stale or overwritten entry only costs a step.
+ *
+ * Protected by the GIL (only the GIL capture path uses it). */
+#define HT_CHAIN_MAX 256          /* longer chains are not remembered */
+#define HT_CHAIN_INDEX 1024       /* power of two */
+#define HT_CHAIN_SLOTS 4          /* threads remembered at once */
+
+typedef struct {
+    const PyThreadState *ts;      /* whose chain; NULL: none */
+    uint32_t n;                   /* frames remembered, frame[0 .. n) */
+    void *frame[HT_CHAIN_MAX];    /* frame[0] the outermost */
+    uint16_t index[HT_CHAIN_INDEX];   /* position + 1 by address; 0: none */
+} ht_chain;
+
+static ht_chain chains[HT_CHAIN_SLOTS];
+static void *chain_scratch[HT_CHAIN_MAX];
+
+static inline size_t
+chain_home(const void *f)
+{
+    return (size_t)(((uint64_t)(uintptr_t)f * 0x9E3779B97F4A7C15ULL) >> 54)
+           & (HT_CHAIN_INDEX - 1);
+}
+
+/* Put walked[0 .. nwalked) (newest first) on top of the remembered
+ * frame[0 .. base), which then become the whole chain. */
+static void
+chain_stack(ht_chain *c, uint32_t base, void *const *walked, uint32_t nwalked)
+{
+    for (uint32_t k = 0; k < nwalked; k++) {
+        uint32_t pos = base + nwalked - 1 - k;
+        c->frame[pos] = walked[k];
+        c->index[chain_home(walked[k])] = (uint16_t)(pos + 1);
+    }
+    c->n = base + nwalked;
+}
+
+/* Position of frame f in c's chain, or -1. */
+static inline int
+chain_find(const ht_chain *c, const void *f)
+{
+    uint32_t pos = c->index[chain_home(f)];
+    return pos != 0 && pos <= c->n && c->frame[pos - 1] == f ? (int)pos - 1 : -1;
+}
+
+/* The weight of the remembered frames from position top down to the
+ * bottom, if the chain in memory from frame[top] (a live frame) still is
+ * the remembered one; -1 if it is not. */
+static inline long
+chain_verify(const ht_chain *c, uint32_t top)
+{
+    void *const *fr = c->frame;
+    unsigned long add = 0;
+    const void *g = fr[top];
+    for (uint32_t k = top; k > 0; k--) {
+        const void *below = fr[k - 1];
+        add += ht_frame_weight(g);
+        if (ht_frame_previous(g) != below) {
+            return -1;
+        }
+        g = below;
+    }
+    add += ht_frame_weight(g);
+    return ht_frame_previous(g) == NULL ? (long)add : -1;
+}
+
+/* total_nframe for a thread that has counted `counted` frames and stands
+ * on frame f, not yet counted (f != NULL). */
+static unsigned
+count_chain(PyThreadState *ts, void *f, unsigned counted)
+{
+    ht_chain *c = &chains[((uintptr_t)ts >> 4) % HT_CHAIN_SLOTS];
+    uint32_t seen = 0;
+    if (c->ts == ts) {
+        for (; f != NULL && seen < HT_CHAIN_MAX; f = ht_frame_previous(f)) {
+            int j = chain_find(c, f);
+            if (j >= 0) {
+                long add = chain_verify(c, (uint32_t)j);
+                if (add >= 0) {
+                    if (seen > 0 && (uint32_t)j + 1 + seen <= HT_CHAIN_MAX) {
+                        chain_stack(c, (uint32_t)j + 1, chain_scratch, seen);
+                    }
+                    unsigned long total = counted + (unsigned long)add;
+                    return total > HT_MAX_NFRAME ? HT_MAX_NFRAME : (unsigned)total;
+                }
+                break;
+            }
+            chain_scratch[seen++] = f;
+            counted += ht_frame_weight(f);
+        }
+    }
+    /* Walk (the rest of) the chain, and remember it if it fits. */
+    for (; f != NULL && counted < HT_MAX_NFRAME; f = ht_frame_previous(f)) {
+        if (seen < HT_CHAIN_MAX) {
+            chain_scratch[seen] = f;
+        }
+        seen++;
+        counted += ht_frame_weight(f);
+    }
+    if (f == NULL && seen <= HT_CHAIN_MAX) {
+        c->ts = ts;
+        chain_stack(c, 0, chain_scratch, seen);
+    }
+    return counted > HT_MAX_NFRAME ? HT_MAX_NFRAME : counted;
+}
+#endif
+
 /* The common case, nframe=1, skips the traceback table: a small
  * direct-mapped cache from (code, offset, total_nframe) to the id.  Entries
  * stay valid until ht_intern_clear, because an interned traceback keeps its
@@ -365,7 +497,12 @@ ht_intern_capture_gil(PyThreadState *ts)
         n++;
         more = ht_walk_next(&w);
     }
+#ifdef HT_FRAME_LINKS
+    unsigned total = more ? count_chain(ts, ht_walk_frame(&w), (unsigned)n) : (unsigned)n;
+    ht_walk_end(&w);
+#else
     unsigned total = count_rest(&w, more, n);
+#endif
     ht_one *one = NULL;
     if (n == 1) {
         size_t slot = (size_t)((((uintptr_t)buf[0].code >> 4) ^ (uint64_t)buf[0].lasti
