@@ -122,10 +122,18 @@ gil_free(void *ctx, void *ptr)
         return;
     }
     reentrant = 1;
-    if (ptr != NULL) {
+    if (ptr != NULL && ht_tracer_prefetch_gil(ptr)) {
+        /* The trace's slot is rarely in cache when an object dies: let it
+         * load while the allocator frees the block. */
+        a->free(a->ctx, ptr);
         ht_tracer_remove_gil(ptr);
     }
-    a->free(a->ctx, ptr);
+    else {
+        if (ptr != NULL) {
+            ht_tracer_remove_gil(ptr);
+        }
+        a->free(a->ctx, ptr);
+    }
     reentrant = 0;
 }
 

@@ -361,6 +361,10 @@ count_rest(ht_walk *w, int more, int n)
 #define HT_CHAIN_MAX 256          /* longer chains are not remembered */
 #define HT_CHAIN_INDEX 1024       /* power of two */
 #define HT_CHAIN_SLOTS 4          /* threads remembered at once */
+#ifndef HT_CHAIN_SKIP
+#define HT_CHAIN_SKIP 16          /* frames walked before the memo is used */
+#endif
+#define HT_CHAIN_DEEP 24          /* ... unless this many were remembered */
 
 typedef struct {
     const PyThreadState *ts;      /* whose chain; NULL: none */
@@ -427,6 +431,17 @@ static unsigned
 count_chain(PyThreadState *ts, void *f, unsigned counted)
 {
     ht_chain *c = &chains[((uintptr_t)ts >> 4) % HT_CHAIN_SLOTS];
+    /* Short chains are cheaper to walk than to look up: unless the thread's
+     * chain was long last time, the memo starts HT_CHAIN_SKIP frames down. */
+    if (c->ts != ts || c->n < HT_CHAIN_DEEP) {
+        for (int k = 0; k < HT_CHAIN_SKIP; k++) {
+            counted += ht_frame_weight(f);
+            f = ht_frame_previous(f);
+            if (f == NULL) {
+                return counted > HT_MAX_NFRAME ? HT_MAX_NFRAME : counted;
+            }
+        }
+    }
     uint32_t seen = 0;
     if (c->ts == ts) {
         for (; f != NULL && seen < HT_CHAIN_MAX; f = ht_frame_previous(f)) {
