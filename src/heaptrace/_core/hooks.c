@@ -12,8 +12,11 @@
  *     RAW may be called without the GIL and goes through the raw lock;
  *   - if a block cannot be recorded, the allocation fails (the block is
  *     freed and NULL returned), exactly as the standard module does.
- * A trace is removed before its block is freed, so that no other thread can
- * be handed the same address while the old trace is still in the table.
+ * A RAW trace is removed before its block is freed, so that no other thread
+ * can be handed the same address while the old trace is still in the table.
+ * A MEM/OBJ trace lives in the GIL-protected table, which no other thread
+ * can touch while this one holds the GIL, so it is removed just after the
+ * free: its slot, prefetched first, loads while the allocator works.
  */
 #include "hooks.h"
 #include "tracer.h"
