@@ -364,7 +364,7 @@ count_rest(ht_walk *w, int more, int n)
 #ifndef HT_CHAIN_SKIP
 #define HT_CHAIN_SKIP 16          /* frames walked before the memo is used */
 #endif
-#define HT_CHAIN_DEEP 24          /* ... unless this many were remembered */
+#define HT_CHAIN_DEEP 16          /* ... unless this many were remembered */
 
 typedef struct {
     const PyThreadState *ts;      /* whose chain; NULL: none */
