@@ -12,11 +12,8 @@
  *     RAW may be called without the GIL and goes through the raw lock;
  *   - if a block cannot be recorded, the allocation fails (the block is
  *     freed and NULL returned), exactly as the standard module does.
- * A RAW trace is removed before its block is freed, so that no other thread
- * can be handed the same address while the old trace is still in the table.
- * A MEM/OBJ trace lives in the GIL-protected table, which no other thread
- * can touch while this one holds the GIL, so it is removed just after the
- * free: its slot, prefetched first, loads while the allocator works.
+ * A trace is removed before its block is freed, so that no other thread can
+ * be handed the same address while the old trace is still in the table.
  */
 #include "hooks.h"
 #include "tracer.h"
@@ -125,18 +122,10 @@ gil_free(void *ctx, void *ptr)
         return;
     }
     reentrant = 1;
-    if (ptr != NULL && ht_tracer_prefetch_gil(ptr)) {
-        /* The trace's slot is rarely in cache when an object dies: let it
-         * load while the allocator frees the block. */
-        a->free(a->ctx, ptr);
+    if (ptr != NULL) {
         ht_tracer_remove_gil(ptr);
     }
-    else {
-        if (ptr != NULL) {
-            ht_tracer_remove_gil(ptr);
-        }
-        a->free(a->ctx, ptr);
-    }
+    a->free(a->ctx, ptr);
     reentrant = 0;
 }
 

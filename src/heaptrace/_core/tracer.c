@@ -90,16 +90,6 @@ ht_tracer_add_gil(PyThreadState *ts, void *ptr, size_t size)
     return 0;
 }
 
-int
-ht_tracer_prefetch_gil(void *ptr)
-{
-    if (atomic_load_explicit(&foreign_seen, memory_order_relaxed)) {
-        return 0;
-    }
-    ht_table_prefetch(&gil_traces, (uintptr_t)ptr);
-    return 1;
-}
-
 static void remove_raw_locked(void *ptr);
 
 void

@@ -48,14 +48,6 @@ int ht_tracer_add_gil(PyThreadState *ts, void *ptr, size_t size);
 /* Forget a MEM/OBJ block, if traced.  GIL held.  Never fails. */
 void ht_tracer_remove_gil(void *ptr);
 
-/* About to free a MEM/OBJ block (GIL held): start loading its trace.
- * Returns 1 if ht_tracer_remove_gil may then be called after the block is
- * freed (every MEM/OBJ trace is in the GIL-protected table, which no other
- * thread can change meanwhile), 0 if it must be called before (some MEM/OBJ
- * block went to the raw table, where another thread could record a new
- * block at the same address as soon as it is freed).  Never fails. */
-int ht_tracer_prefetch_gil(void *ptr);
-
 /* Record a block allocated through RAW (or through MEM/OBJ outside the main
  * interpreter); any thread, GIL or not.  Returns 0 or -1 as above. */
 int ht_tracer_add_raw(void *ptr, size_t size, int foreign);

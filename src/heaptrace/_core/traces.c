@@ -543,17 +543,6 @@ ht_table_remove(ht_table *t, uintptr_t ptr, size_t *size)
     return 1;
 }
 
-void
-ht_table_prefetch(ht_table *t, uintptr_t ptr)
-{
-    size_t index;
-    ht_page *p = find_page(t, ptr >> HT_REGION_SHIFT, &index);
-    if (p != NULL) {
-        uint32_t key = (uint32_t)(ptr & HT_REGION_MASK) + 1;
-        __builtin_prefetch(&p->slots[page_home(key, p->mask)], 1);
-    }
-}
-
 int
 ht_table_get(const ht_table *t, uintptr_t ptr, ht_trace_out *out)
 {

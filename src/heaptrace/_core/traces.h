@@ -92,11 +92,6 @@ int ht_table_put(ht_table *t, uintptr_t ptr, size_t size, uint32_t tb,
  * 0 if not.  Never fails. */
 int ht_table_remove(ht_table *t, uintptr_t ptr, size_t *size);
 
-/* Start loading the slot where ptr's entry would be, so that a remove
- * shortly after finds it in cache.  A hint only: never fails, changes no
- * entry. */
-void ht_table_prefetch(ht_table *t, uintptr_t ptr);
-
 /* Look ptr up.  Returns 1 and fills *out, or 0. */
 int ht_table_get(const ht_table *t, uintptr_t ptr, ht_trace_out *out);
 
