@@ -253,10 +253,34 @@ static uint64_t enc_get(const enc_col *c, uint64_t i)
     }
 }
 
-/* Sizes of the three codings of values get(c, lo) .. get(c, hi - 1), the
- * first one coded as following `prev`.  Inlined into one loop per source
- * kind, so that the big trace columns are scanned without a switch per
- * value. */
+/* Bytes of the RUNS coding of values get(c, lo) .. get(c, hi - 1). */
+static inline __attribute__((always_inline)) uint64_t
+enc_runs_size(const enc_col *c, uint64_t (*get)(const enc_col *, uint64_t),
+              uint64_t lo, uint64_t hi)
+{
+    uint64_t size = 0, run_val = 0, run_len = 0;
+    for (uint64_t i = lo; i < hi; i++) {
+        uint64_t v = get(c, i);
+        if (run_len > 0 && v == run_val) {
+            run_len++;
+            continue;
+        }
+        if (run_len > 0) {
+            size += varint_len(run_val) + varint_len(run_len - 1);
+        }
+        run_val = v;
+        run_len = 1;
+    }
+    if (run_len > 0) {
+        size += varint_len(run_val) + varint_len(run_len - 1);
+    }
+    return size;
+}
+
+/* Add the sizes of the three codings of values get(c, lo) .. get(c, hi - 1),
+ * the first one coded as following `prev`.  Inlined into one loop per
+ * source kind, so that the big trace columns are scanned without a switch
+ * per value. */
 typedef struct {
     uint64_t raw, delta, runs;
 } enc_sizes;
@@ -265,28 +289,16 @@ static inline __attribute__((always_inline)) void
 enc_measure(const enc_col *c, uint64_t (*get)(const enc_col *, uint64_t),
             uint64_t lo, uint64_t hi, uint64_t prev, enc_sizes *z)
 {
-    uint64_t run_val = 0, run_len = 0;
     for (uint64_t i = lo; i < hi; i++) {
         uint64_t v = get(c, i);
         z->raw += varint_len(v);
         z->delta += varint_len(zz_enc(v - prev));
         prev = v;
-        if (run_len > 0 && v == run_val) {
-            run_len++;
-        } else {
-            if (run_len > 0) {
-                z->runs += varint_len(run_val) + varint_len(run_len - 1);
-            }
-            run_val = v;
-            run_len = 1;
-        }
     }
-    if (run_len > 0) {
-        z->runs += varint_len(run_val) + varint_len(run_len - 1);
-    }
+    z->runs += enc_runs_size(c, get, lo, hi);
 }
 
-/* Exact size of one coding of the whole column. */
+/* Exact size of one coding of the whole column, method byte included. */
 static inline __attribute__((always_inline)) uint64_t
 enc_size(const enc_col *c, uint64_t (*get)(const enc_col *, uint64_t), int method)
 {
@@ -303,9 +315,7 @@ enc_size(const enc_col *c, uint64_t (*get)(const enc_col *, uint64_t), int metho
             prev = v;
         }
     } else {
-        enc_sizes z = {0, 0, 1};
-        enc_measure(c, get, 0, c->n, 0, &z);
-        size = z.runs;
+        size += enc_runs_size(c, get, 0, c->n);
     }
     return size;
 }
@@ -661,21 +671,36 @@ static ht_format_status get_varint_slow(dec_t *d, const dec_col *c, uint64_t *v)
     return HT_FORMAT_OK;
 }
 
+/* Decode a minimal varint of one to three bytes at p (at least three bytes
+ * readable); returns the byte after it, or NULL for anything else (longer,
+ * non-minimal), which the caller leaves to the checked path. */
+static inline const uint8_t *fast_varint(const uint8_t *p, uint64_t *x)
+{
+    if (p[0] < 0x80) {
+        *x = p[0];
+        return p + 1;
+    }
+    if (p[1] < 0x80) {
+        *x = (uint64_t)(p[0] & 0x7F) | ((uint64_t)p[1] << 7);
+        return p[1] != 0 ? p + 2 : NULL;
+    }
+    if (p[2] < 0x80 && p[2] != 0) {
+        *x = (uint64_t)(p[0] & 0x7F) | ((uint64_t)(p[1] & 0x7F) << 7)
+            | ((uint64_t)p[2] << 14);
+        return p + 3;
+    }
+    return NULL;
+}
+
 /* Read one minimal LEB128 varint of at most 64 bits.  Most values of a
- * snapshot take one or two bytes: those are decoded inline, everything
+ * snapshot take one to three bytes: those are decoded inline, everything
  * else (and every error) by get_varint_slow. */
 static inline ht_format_status get_varint(dec_t *d, const dec_col *c, uint64_t *v)
 {
-    const uint8_t *p = d->p;
-    if (d->end - p >= 2) {
-        if (p[0] < 0x80) {
-            *v = p[0];
-            d->p = p + 1;
-            return HT_FORMAT_OK;
-        }
-        if (p[1] < 0x80 && p[1] != 0) {
-            *v = (uint64_t)(p[0] & 0x7F) | ((uint64_t)p[1] << 7);
-            d->p = p + 2;
+    if (d->end - d->p >= 3) {
+        const uint8_t *q = fast_varint(d->p, v);
+        if (q != NULL) {
+            d->p = q;
             return HT_FORMAT_OK;
         }
     }
@@ -762,27 +787,6 @@ static inline ht_format_status col_next_u32(dec_t *d, dec_col *c, uint32_t *v,
     }
     *v = (uint32_t)x;
     return HT_FORMAT_OK;
-}
-
-/* Decode a minimal varint of one to three bytes at p (at least three bytes
- * readable); returns the byte after it, or NULL for anything else (longer,
- * non-minimal), which the caller leaves to the checked path. */
-static inline const uint8_t *fast_varint(const uint8_t *p, uint64_t *x)
-{
-    if (p[0] < 0x80) {
-        *x = p[0];
-        return p + 1;
-    }
-    if (p[1] < 0x80) {
-        *x = (uint64_t)(p[0] & 0x7F) | ((uint64_t)p[1] << 7);
-        return p[1] != 0 ? p + 2 : NULL;
-    }
-    if (p[2] < 0x80 && p[2] != 0) {
-        *x = (uint64_t)(p[0] & 0x7F) | ((uint64_t)(p[1] & 0x7F) << 7)
-            | ((uint64_t)p[2] << 14);
-        return p + 3;
-    }
-    return NULL;
 }
 
 /* Read the rest of a column (values c->i .. c->n - 1) into out: uint64_t

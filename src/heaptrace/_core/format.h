@@ -83,7 +83,8 @@ const char *ht_format_status_name(int status);
  * p may be NULL when n is 0.  Never fails. */
 uint32_t ht_crc32c(uint32_t crc, const void *p, size_t n);
 /* The same by table lookup, one byte at a time: what ht_crc32c does on a
- * CPU without the CRC-32C instruction (SSE4.2).  Exposed for the tests. */
+ * CPU without the CRC-32C instruction (SSE4.2).  Exposed for the tests.
+ * Never fails. */
 uint32_t ht_crc32c_portable(uint32_t crc, const void *p, size_t n);
 
 #ifdef HT_FORMAT_ALLOC_HOOK

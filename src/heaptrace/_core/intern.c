@@ -76,23 +76,22 @@ static uint32_t detstr_cache_len;
 static PyObject *unknown_filename;    /* "<unknown>" */
 static PyObject *unknown_frame;       /* ("<unknown>", 0) */
 
-/* (code, lasti) -> (filename, lineno) tuple, resolved once.  Each entry
- * also has a key: a dense number (0, 1, 2, ... in order of resolution) that
- * names the location until the memo is cleared.  GIL. */
+/* (code, lasti) -> location key, resolved once: a dense number (0, 1, 2,
+ * ... in order of resolution) that names the location until the memo is
+ * cleared; key_frame[key] is the location's (filename, lineno) tuple, owned.
+ * All protected by the GIL. */
 typedef struct {
     PyCodeObject *code;
     int64_t lasti;
-    PyObject *frame;      /* owned; NULL: empty slot */
-    uint32_t key;
+    uint32_t key1;        /* key + 1; 0: empty slot */
 } ht_memo;
 static ht_memo *memo;
 static size_t memo_mask, memo_used;
-/* key -> that location's frame tuple (borrowed from the memo). */
 static PyObject **key_frame;
 static size_t cap_key_frame;
 /* Location key of each frame of gil_tab's arena, filled in as tracebacks
  * are resolved (UINT32_MAX: not yet); covers the first narena_keys frames.
- * Snapshots then turn a traceback into locations without hashing. */
+ * Snapshots then turn a traceback into locations without hashing.  GIL. */
 static uint32_t *arena_keys;
 static size_t narena_keys;
 
@@ -361,9 +360,7 @@ count_rest(ht_walk *w, int more, int n)
 #define HT_CHAIN_MAX 256          /* longer chains are not remembered */
 #define HT_CHAIN_INDEX 1024       /* power of two */
 #define HT_CHAIN_SLOTS 4          /* threads remembered at once */
-#ifndef HT_CHAIN_SKIP
 #define HT_CHAIN_SKIP 16          /* frames walked before the memo is used */
-#endif
 #define HT_CHAIN_DEEP 16          /* ... unless this many were remembered */
 
 typedef struct {
@@ -696,11 +693,11 @@ memo_grow(void)
     }
     if (memo != NULL) {
         for (size_t i = 0; i <= memo_mask; i++) {
-            if (memo[i].frame == NULL) {
+            if (memo[i].key1 == 0) {
                 continue;
             }
             size_t j = mix((uint64_t)(uintptr_t)memo[i].code, (uint64_t)memo[i].lasti) & (cap - 1);
-            while (m[j].frame != NULL) {
+            while (m[j].key1 != 0) {
                 j = (j + 1) & (cap - 1);
             }
             m[j] = memo[i];
@@ -720,10 +717,10 @@ memo_frame(PyCodeObject *code, int64_t lasti, uint32_t *key)
 {
     if (memo != NULL) {
         size_t j = mix((uint64_t)(uintptr_t)code, (uint64_t)lasti) & memo_mask;
-        for (; memo[j].frame != NULL; j = (j + 1) & memo_mask) {
+        for (; memo[j].key1 != 0; j = (j + 1) & memo_mask) {
             if (memo[j].code == code && memo[j].lasti == lasti) {
-                *key = memo[j].key;
-                return memo[j].frame;
+                *key = memo[j].key1 - 1;
+                return key_frame[*key];
             }
         }
     }
@@ -745,7 +742,7 @@ memo_frame(PyCodeObject *code, int64_t lasti, uint32_t *key)
         return NULL;
     }
     size_t j = mix((uint64_t)(uintptr_t)code, (uint64_t)lasti) & memo_mask;
-    while (memo[j].frame != NULL) {
+    while (memo[j].key1 != 0) {
         j = (j + 1) & memo_mask;
     }
     if (memo_used >= cap_key_frame) {
@@ -761,8 +758,7 @@ memo_frame(PyCodeObject *code, int64_t lasti, uint32_t *key)
     }
     memo[j].code = code;
     memo[j].lasti = lasti;
-    memo[j].frame = frame;
-    memo[j].key = (uint32_t)memo_used;
+    memo[j].key1 = (uint32_t)memo_used + 1;
     key_frame[memo_used] = frame;
     *key = (uint32_t)memo_used++;
     return frame;
@@ -1040,10 +1036,8 @@ ht_intern_clear(ht_garbage *garbage)
     for (uint32_t i = 0; i < detstr_cache_len; i++) {
         garbage_add(garbage, &cap, detstr_cache[i]);
     }
-    if (memo != NULL) {
-        for (size_t i = 0; i <= memo_mask; i++) {
-            garbage_add(garbage, &cap, memo[i].frame);
-        }
+    for (size_t k = 0; k < memo_used; k++) {
+        garbage_add(garbage, &cap, key_frame[k]);
     }
     memset(one_cache, 0, sizeof(one_cache));
     free(gil_cache);

@@ -188,12 +188,19 @@ tuple_frame_id(builder *b, PyObject *frame, uint32_t *id)
     return 0;
 }
 
+/* Once a traceback's frames are known (which may have run the hooks): check
+ * that the traces were not cleared meanwhile, and make room for n frame ids
+ * in b->frame_buf.  0, or -1 with an exception set. */
 static int
-check_generation(uint64_t generation)
+frame_buf_for(builder *b, size_t n, uint64_t generation)
 {
     if (ht_tracer_generation() != generation) {
         PyErr_SetString(PyExc_RuntimeError,
                         "the traces were cleared while the snapshot was taken");
+        return -1;
+    }
+    if (grow((void **)&b->frame_buf, &b->cap_framebuf, n + 1, sizeof(uint32_t)) < 0) {
+        PyErr_NoMemory();
         return -1;
     }
     return 0;
@@ -214,11 +221,7 @@ resolve_gil(builder *b, uint32_t live, uint64_t generation, size_t *n)
         b->keys = keys;
         b->cap_loc = *n;
     }
-    if (rc < 0 || check_generation(generation) < 0
-        || grow((void **)&b->frame_buf, &b->cap_framebuf, *n + 1, sizeof(uint32_t)) < 0) {
-        if (rc == 0 && !PyErr_Occurred()) {
-            PyErr_NoMemory();
-        }
+    if (rc < 0 || frame_buf_for(b, *n, generation) < 0) {
         return -1;
     }
     for (size_t k = 0; k < *n; k++) {
@@ -254,11 +257,7 @@ resolve_detached(builder *b, uint32_t live, uint64_t generation, size_t *n)
         return -1;
     }
     *n = (size_t)PyTuple_GET_SIZE(frames);
-    if (check_generation(generation) < 0
-        || grow((void **)&b->frame_buf, &b->cap_framebuf, *n + 1, sizeof(uint32_t)) < 0) {
-        if (!PyErr_Occurred()) {
-            PyErr_NoMemory();
-        }
+    if (frame_buf_for(b, *n, generation) < 0) {
         Py_DECREF(frames);
         return -1;
     }
