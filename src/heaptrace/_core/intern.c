@@ -729,7 +729,13 @@ memo_frame(PyCodeObject *code, int64_t lasti, uint32_t *key)
     if (name == NULL || !PyUnicode_Check(name)) {
         name = unknown_filename;
     }
+    /* The name is held across the allocations below: the callers keep
+     * automatic collection off (so no finalizer can clear the tables and
+     * release the code object meanwhile), and this reference is the second
+     * line of defence. */
+    Py_INCREF(name);
     PyObject *frame = frame_tuple(name, line < 0 ? 0 : line);
+    Py_DECREF(name);
     if (frame == NULL) {
         return NULL;
     }
@@ -776,8 +782,31 @@ resolve_raw(PyCodeObject *code, int64_t lasti)
     return frame == NULL ? NULL : Py_NewRef(frame);
 }
 
+/* ---- reading the tables from Python-facing code ------------------------------
+ *
+ * Resolving a traceback makes Python objects (frame tuples, file names).  On
+ * 3.11 a collection can run inside such an allocation, and a finalizer may
+ * then call clear_traces() or stop(), which frees every table being read
+ * here.  So every entry point that resolves keeps automatic collection off
+ * while it reads (nothing made here can form a cycle), and re-reads table
+ * storage after each allocation.  (3.12 and newer only collect between
+ * bytecodes, never inside an allocation.) */
+
+static int locations(uint32_t tb, uint32_t *keys, size_t cap, size_t *n);
+
 int
 ht_intern_locations(uint32_t tb, uint32_t *keys, size_t cap, size_t *n)
+{
+    int gc_was_on = PyGC_Disable();
+    int rc = locations(tb, keys, cap, n);
+    if (gc_was_on) {
+        PyGC_Enable();
+    }
+    return rc;
+}
+
+static int
+locations(uint32_t tb, uint32_t *keys, size_t cap, size_t *n)
 {
     if ((tb & HT_TB_DETACHED) || tb >= gil_tab.nrecs) {
         PyErr_SetString(PyExc_RuntimeError, "unknown traceback id");
@@ -952,8 +981,21 @@ frames_detached(uint32_t id)
     return tuple;
 }
 
+static PyObject *frames(uint32_t tb);
+
 PyObject *
 ht_intern_frames(uint32_t tb)
+{
+    int gc_was_on = PyGC_Disable();
+    PyObject *result = frames(tb);
+    if (gc_was_on) {
+        PyGC_Enable();
+    }
+    return result;
+}
+
+static PyObject *
+frames(uint32_t tb)
 {
     if (tb == HT_TB_UNKNOWN) {
         PyObject *frame = frame_tuple(unknown_filename, 0);

@@ -247,6 +247,8 @@ PyDoc_STRVAR(get_traces_doc,
 "total_nframe: int) tuples; traceback is a tuple of (filename: str,\n"
 "lineno: int) tuples, most recent first.  Empty if not tracing.");
 
+static PyObject *build_traces(const ht_export *e, uint64_t generation);
+
 static PyObject *
 ht_py_get_traces(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
@@ -255,31 +257,43 @@ ht_py_get_traces(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
     if (ht_tracer_export(&traces) < 0) {
         return NULL;
     }
-    PyObject *list = PyList_New((Py_ssize_t)traces.n);
-    if (list == NULL) {
-        ht_export_free(&traces);
-        return NULL;
-    }
-    for (size_t i = 0; i < traces.n; i++) {
-        PyObject *frames = frames_of(traces.tb[i], generation);
-        if (frames == NULL) {
-            goto error;
-        }
-        PyObject *item = Py_BuildValue("(IKNi)", traces.domain[i],
-                                       (unsigned long long)traces.size[i], frames,
-                                       ht_intern_total(traces.tb[i]));
-        if (item == NULL) {
-            goto error;
-        }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    /* No automatic collection while the list is built: a finalizer could
+     * clear the traces under it (see intern.c), and each of the many new
+     * tuples would otherwise trigger a collection of the young ones. */
+    int gc_was_on = PyGC_Disable();
+    PyObject *list = build_traces(&traces, generation);
+    if (gc_was_on) {
+        PyGC_Enable();
     }
     ht_export_free(&traces);
     return list;
+}
 
-error:
-    ht_export_free(&traces);
-    Py_DECREF(list);
-    return NULL;
+/* The list of _get_traces() from an export: a new reference, or NULL with
+ * an exception set. */
+static PyObject *
+build_traces(const ht_export *e, uint64_t generation)
+{
+    PyObject *list = PyList_New((Py_ssize_t)e->n);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < e->n; i++) {
+        PyObject *frames = frames_of(e->tb[i], generation);
+        if (frames == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyObject *item = Py_BuildValue("(IKNi)", e->domain[i],
+                                       (unsigned long long)e->size[i], frames,
+                                       ht_intern_total(e->tb[i]));
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    return list;
 }
 
 /* ---- heaptrace extras ---------------------------------------------------------- */
