@@ -92,6 +92,15 @@ frames_of(uint32_t tb, uint64_t generation)
     return frames;
 }
 
+/* Every binding that reads or changes the tracer's state first makes sure
+ * that its hooks are still in place (tracer.h, ht_tracer_check). */
+#define CHECK_HOOKS()                   \
+    do {                                \
+        if (ht_tracer_check() < 0) {    \
+            return NULL;                \
+        }                               \
+    } while (0)
+
 /* ---- the tracemalloc API ------------------------------------------------------ */
 
 PyDoc_STRVAR(start_doc,
@@ -103,6 +112,7 @@ PyDoc_STRVAR(start_doc,
 static PyObject *
 ht_py_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
+    CHECK_HOOKS();
     int nframe = 1;
     if (nargs > 1) {
         PyErr_Format(PyExc_TypeError, "start expected at most 1 argument, got %zd", nargs);
@@ -130,6 +140,7 @@ PyDoc_STRVAR(stop_doc,
 static PyObject *
 ht_py_stop(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
+    CHECK_HOOKS();
     ht_tracer_stop();
     Py_RETURN_NONE;
 }
@@ -141,6 +152,7 @@ PyDoc_STRVAR(is_tracing_doc,
 static PyObject *
 ht_py_is_tracing(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
+    CHECK_HOOKS();
     return PyBool_FromLong(ht_tracer_is_tracing());
 }
 
@@ -151,6 +163,7 @@ PyDoc_STRVAR(clear_traces_doc,
 static PyObject *
 ht_py_clear_traces(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
+    CHECK_HOOKS();
     ht_tracer_clear();
     Py_RETURN_NONE;
 }
@@ -164,6 +177,7 @@ PyDoc_STRVAR(get_traceback_limit_doc,
 static PyObject *
 ht_py_get_traceback_limit(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
+    CHECK_HOOKS();
     return PyLong_FromLong(ht_tracer_nframe());
 }
 
@@ -175,6 +189,7 @@ PyDoc_STRVAR(get_traced_memory_doc,
 static PyObject *
 ht_py_get_traced_memory(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
+    CHECK_HOOKS();
     size_t current, peak;
     ht_tracer_traced_memory(&current, &peak);
     return Py_BuildValue("nn", (Py_ssize_t)current, (Py_ssize_t)peak);
@@ -188,6 +203,7 @@ PyDoc_STRVAR(reset_peak_doc,
 static PyObject *
 ht_py_reset_peak(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
+    CHECK_HOOKS();
     ht_tracer_reset_peak();
     Py_RETURN_NONE;
 }
@@ -199,6 +215,7 @@ PyDoc_STRVAR(get_tracemalloc_memory_doc,
 static PyObject *
 ht_py_get_tracemalloc_memory(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
+    CHECK_HOOKS();
     return PyLong_FromSize_t(ht_tracer_self_memory());
 }
 
@@ -211,6 +228,7 @@ PyDoc_STRVAR(get_object_traceback_doc,
 static PyObject *
 ht_py_get_object_traceback(PyObject *Py_UNUSED(module), PyObject *obj)
 {
+    CHECK_HOOKS();
     uintptr_t ptr = (uintptr_t)obj - ht_compat_preheader_size(Py_TYPE(obj));
     uint32_t tb;
     if (!ht_tracer_lookup(0, ptr, &tb)) {
@@ -227,6 +245,7 @@ PyDoc_STRVAR(get_traceback_doc,
 static PyObject *
 ht_py_get_traceback(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
+    CHECK_HOOKS();
     unsigned int domain;
     uintptr_t ptr;
     uint32_t tb;
@@ -252,6 +271,7 @@ static PyObject *build_traces(const ht_export *e, uint64_t generation);
 static PyObject *
 ht_py_get_traces(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
+    CHECK_HOOKS();
     ht_export traces;
     uint64_t generation = ht_tracer_generation();
     if (ht_tracer_export(&traces) < 0) {
@@ -306,6 +326,7 @@ PyDoc_STRVAR(take_snapshot_data_doc,
 static PyObject *
 ht_py_take_snapshot_data(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
+    CHECK_HOOKS();
     ht_snap s;
     if (ht_snapshot_take(&s) < 0) {
         return NULL;
@@ -324,6 +345,7 @@ PyDoc_STRVAR(snapshot_tables_doc,
 static PyObject *
 ht_py_snapshot_tables(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
+    CHECK_HOOKS();
     ht_snap s;
     if (ht_snapshot_take(&s) < 0) {
         return NULL;
@@ -405,6 +427,7 @@ PyDoc_STRVAR(track_doc,
 static PyObject *
 ht_py_track(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
+    CHECK_HOOKS();
     unsigned int domain;
     uintptr_t ptr;
     if (check_nargs("track", nargs, 3) < 0
@@ -434,6 +457,7 @@ PyDoc_STRVAR(untrack_doc,
 static PyObject *
 ht_py_untrack(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
+    CHECK_HOOKS();
     unsigned int domain;
     uintptr_t ptr;
     if (check_nargs("untrack", nargs, 2) < 0

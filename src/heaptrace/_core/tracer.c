@@ -313,6 +313,7 @@ ht_tracer_start(int nframe)
         return -1;
     }
     ht_hooks_install();
+    ht_hooks_record(1);
     return 0;
 }
 
@@ -322,11 +323,27 @@ ht_tracer_stop(void)
     if (!atomic_load(&tracing)) {
         return;
     }
+    ht_hooks_record(0);
     ht_hooks_uninstall();
     pthread_mutex_lock(&ht_raw_lock);
     atomic_store(&tracing, 0);
     pthread_mutex_unlock(&ht_raw_lock);
     clear_all();
+}
+
+int
+ht_tracer_check(void)
+{
+    if (!atomic_load(&tracing) || ht_hooks_reached() == HT_HOOKS_ALL) {
+        return 0;
+    }
+    /* Another tool took the hooks out (it put back allocators it saved
+     * before heaptrace started): nothing is seen any more. */
+    ht_tracer_stop();
+    return PyErr_WarnEx(PyExc_RuntimeWarning,
+                        "heaptrace stopped tracing: another tool (such as "
+                        "tracemalloc.stop()) removed its allocator hooks",
+                        1);
 }
 
 int

@@ -78,6 +78,14 @@ int ht_tracer_start(int nframe);
 /* Stop tracing and forget every trace.  Never fails. */
 void ht_tracer_stop(void);
 
+/* If tracing but heaptrace's hooks are no longer reached by every domain's
+ * allocator (another tool, such as the standard tracemalloc, put back
+ * allocators it had saved before heaptrace started), stop tracing and warn
+ * (RuntimeWarning).  Called by every binding that reads or changes the
+ * tracer's state.  0, or -1 with an exception set when the warning is
+ * turned into an error (tracing is stopped either way). */
+int ht_tracer_check(void);
+
 int ht_tracer_is_tracing(void);
 int ht_tracer_nframe(void);
 
