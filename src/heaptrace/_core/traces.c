@@ -56,9 +56,9 @@
 
 /* ---- address maps (region map and big map) ---------------------------------- */
 
-/* Both maps are open-addressing tables of (key + 1, value) pairs with
- * linear probing and backward-shift deletion.  ht_region serves both: for
- * the big map, page holds the size cast to a pointer-sized integer. */
+/* The region map is an open-addressing table of (region + 1, page) pairs
+ * with linear probing and backward-shift deletion (a region number is an
+ * address shifted right, so region + 1 never wraps to the empty key 0). */
 
 static inline size_t
 map_home(uintptr_t key, size_t mask)
@@ -138,38 +138,101 @@ map_delete(ht_region *m, size_t mask, size_t i)
 
 /* ---- big blocks --------------------------------------------------------------- */
 
+/* The side map of big blocks is keyed by the address itself (any value,
+ * the top of the address space included, as user domains may track any
+ * integer); a slot is empty when its size is 0, which no big block has. */
+
+static size_t
+big_find(const ht_table *t, uintptr_t ptr)
+{
+    if (t->big == NULL) {
+        return (size_t)-1;
+    }
+    size_t i = map_home(ptr, t->bmask);
+    for (;;) {
+        if (t->big[i].size == 0) {
+            return (size_t)-1;
+        }
+        if (t->big[i].ptr == ptr) {
+            return i;
+        }
+        i = (i + 1) & t->bmask;
+    }
+}
+
+static void
+big_place(ht_bigslot *m, size_t mask, ht_bigslot e)
+{
+    size_t i = map_home(e.ptr, mask);
+    while (m[i].size != 0) {
+        i = (i + 1) & mask;
+    }
+    m[i] = e;
+}
+
 static size_t
 big_size(const ht_table *t, uintptr_t ptr)
 {
-    size_t i = t->big ? map_find((const ht_region *)t->big, t->bmask, ptr + 1) : (size_t)-1;
+    size_t i = big_find(t, ptr);
     return i == (size_t)-1 ? 0 : t->big[i].size;
 }
 
 static void
 big_drop(ht_table *t, uintptr_t ptr)
 {
-    size_t i = t->big ? map_find((const ht_region *)t->big, t->bmask, ptr + 1) : (size_t)-1;
-    if (i != (size_t)-1) {
-        map_delete((ht_region *)t->big, t->bmask, i);
-        t->nbig--;
+    size_t i = big_find(t, ptr);
+    if (i == (size_t)-1) {
+        return;
     }
+    /* Backward-shift deletion, as map_delete. */
+    ht_bigslot *m = t->big;
+    size_t mask = t->bmask;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (m[j].size == 0) {
+            break;
+        }
+        size_t home = map_home(m[j].ptr, mask);
+        int stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            m[i] = m[j];
+            i = j;
+        }
+    }
+    m[i].ptr = 0;
+    m[i].size = 0;
+    t->nbig--;
 }
 
-/* Store (or overwrite) the size of a big block.  0, or -1 with nothing
- * changed. */
+/* Store (or overwrite) the size (> 0) of a big block.  0, or -1 with
+ * nothing changed. */
 static int
 big_set(ht_table *t, uintptr_t ptr, size_t size)
 {
-    size_t i = t->big ? map_find((const ht_region *)t->big, t->bmask, ptr + 1) : (size_t)-1;
+    size_t i = big_find(t, ptr);
     if (i != (size_t)-1) {
         t->big[i].size = size;
         return 0;
     }
-    if (map_reserve((ht_region **)&t->big, &t->bmask, t->nbig) < 0) {
-        return -1;
+    size_t cap = t->big ? t->bmask + 1 : 0;
+    if (t->big == NULL || (t->nbig + 1) * 2 > cap) {
+        size_t ncap = cap ? cap * 2 : 64;
+        ht_bigslot *fresh = ht_calloc(ncap, sizeof(ht_bigslot));
+        if (fresh == NULL) {
+            return -1;
+        }
+        for (size_t k = 0; k < cap; k++) {
+            if (t->big[k].size != 0) {
+                big_place(fresh, ncap - 1, t->big[k]);
+            }
+        }
+        free(t->big);
+        t->big = fresh;
+        t->bmask = ncap - 1;
     }
-    ht_region e = { ptr + 1, (ht_page *)(uintptr_t)size };
-    map_place((ht_region *)t->big, t->bmask, e);
+    ht_bigslot e = { ptr, size };
+    big_place(t->big, t->bmask, e);
     t->nbig++;
     return 0;
 }

@@ -46,8 +46,8 @@ typedef struct {
 
 /* Side map of big blocks: address -> size. */
 typedef struct {
-    uintptr_t ptr;         /* 0 = empty */
-    size_t size;
+    uintptr_t ptr;
+    size_t size;           /* 0 = empty (a big block has 128 KiB or more) */
 } ht_bigslot;
 
 typedef struct ht_table {
