@@ -224,27 +224,70 @@ domain_table(unsigned int domain, int create)
     return &d[ndomains++].table;
 }
 
+/* Domain 0 is one table in the standard module; heaptrace keeps the blocks
+ * of the MEM/OBJ domains (GIL) apart from those of RAW (raw lock).  Tracking
+ * or untracking an address of domain 0 must act on whichever holds it, so
+ * it takes the GIL first, as the standard module's PyTraceMalloc_Track does
+ * (lock order: GIL, then raw lock).  With the main GIL held, a tracked
+ * block goes to the GIL table, where a later free of that address finds
+ * it; an address the RAW table held is dropped from there. */
+static int
+track_locked(unsigned int domain, uintptr_t ptr, size_t size)
+{
+    ht_table *t = domain_table(domain, 1);
+    if (t == NULL) {
+        return -1;
+    }
+    uint32_t tb = capture_any();
+    size_t old;
+    if (ht_table_put(t, ptr, size, tb, &old) < 0) {
+        return -1;
+    }
+    set_mem_raw();
+    return 0;
+}
+
+static void
+untrack_locked(unsigned int domain, uintptr_t ptr)
+{
+    ht_table *t = domain_table(domain, 0);
+    size_t size;
+    if (t != NULL && ht_table_remove(t, ptr, &size)) {
+        set_mem_raw();
+    }
+}
+
 int
 ht_tracer_track(unsigned int domain, uintptr_t ptr, size_t size)
 {
     if (!atomic_load_explicit(&tracing, memory_order_relaxed)) {
         return -2;
     }
+    PyGILState_STATE gil = 0;
+    PyThreadState *ts = NULL;
+    if (domain == 0) {
+        gil = PyGILState_Ensure();
+        ts = ht_compat_holder_tstate();
+    }
     int rc = -2;
     pthread_mutex_lock(&ht_raw_lock);
     if (atomic_load_explicit(&tracing, memory_order_relaxed)) {
-        rc = -1;
-        ht_table *t = domain_table(domain, 1);
-        if (t != NULL) {
-            uint32_t tb = capture_any();
-            size_t old;
-            if (ht_table_put(t, ptr, size, tb, &old) == 0) {
-                set_mem_raw();
-                rc = 0;
-            }
+        if (ts != NULL) {
+            untrack_locked(0, ptr);
+            rc = 0;
+        }
+        else {
+            rc = track_locked(domain, ptr, size);
         }
     }
     pthread_mutex_unlock(&ht_raw_lock);
+    if (ts != NULL && rc == 0) {
+        /* (Tracing cannot stop meanwhile: stop() needs the GIL.) */
+        rc = ht_tracer_add_gil(ts, (void *)ptr, size);
+    }
+    if (domain == 0) {
+        PyGILState_Release(gil);
+    }
     return rc;
 }
 
@@ -254,17 +297,27 @@ ht_tracer_untrack(unsigned int domain, uintptr_t ptr)
     if (!atomic_load_explicit(&tracing, memory_order_relaxed)) {
         return -2;
     }
+    PyGILState_STATE gil = 0;
     int rc = -2;
-    pthread_mutex_lock(&ht_raw_lock);
-    if (atomic_load_explicit(&tracing, memory_order_relaxed)) {
-        rc = 0;
-        ht_table *t = domain_table(domain, 0);
-        size_t size;
-        if (t != NULL && ht_table_remove(t, ptr, &size)) {
-            set_mem_raw();
+    if (domain == 0) {
+        gil = PyGILState_Ensure();
+        if (ht_compat_holder_tstate() != NULL
+            && atomic_load_explicit(&tracing, memory_order_relaxed)) {
+            size_t size;
+            if (ht_table_remove(&gil_traces, ptr, &size)) {
+                set_mem_gil();
+            }
         }
     }
+    pthread_mutex_lock(&ht_raw_lock);
+    if (atomic_load_explicit(&tracing, memory_order_relaxed)) {
+        untrack_locked(domain, ptr);
+        rc = 0;
+    }
     pthread_mutex_unlock(&ht_raw_lock);
+    if (domain == 0) {
+        PyGILState_Release(gil);
+    }
     return rc;
 }
 

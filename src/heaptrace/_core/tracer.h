@@ -109,7 +109,9 @@ int ht_tracer_lookup(unsigned int domain, uintptr_t ptr, uint32_t *tb);
  * is empty). */
 int ht_tracer_export(ht_export *out);
 
-/* Track or untrack a block of a user domain.  Any thread, GIL or not.
+/* Track or untrack a block of a domain, replacing any trace of that address
+ * in the domain.  Any thread, GIL or not; for domain 0 (the domain of
+ * Python's own allocators) they take the GIL, as the standard module does.
  * Returns 0, -1 when out of memory, -2 when not tracing (the values of
  * PyTraceMalloc_Track). */
 int ht_tracer_track(unsigned int domain, uintptr_t ptr, size_t size);
