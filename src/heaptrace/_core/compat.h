@@ -88,6 +88,25 @@ ht_compat_holder_tstate(void)
 #endif
 }
 
+/* For a caller of the MEM or OBJ domain (which holds its interpreter's
+ * GIL): whether that GIL is the main interpreter's, so that the tables the
+ * main GIL protects may be touched.  False in an interpreter with a GIL of
+ * its own (3.12+), and in the public-API build, which cannot tell (its
+ * callers then take the path that does not rely on the GIL). */
+static inline int
+ht_compat_holds_main_gil(void)
+{
+#if HT_FAST_FRAMES && PY_VERSION_HEX < 0x030C0000
+    return 1;
+#elif HT_FAST_FRAMES
+    PyThreadState *ts = _PyThreadState_GET();
+    return ts != NULL
+           && ts->interp->ceval.gil == PyInterpreterState_Main()->ceval.gil;
+#else
+    return ht_compat_gil_tstate() != NULL;
+#endif
+}
+
 /* ---- frames ------------------------------------------------------------ */
 
 /* A walk over a thread's complete frames, newest first, as the standard
@@ -124,6 +143,22 @@ ht_frame_code(_PyInterpreterFrame *f)
 #  endif
 }
 
+/* Whether the standard module leaves a frame out of tracebacks: a frame
+ * still running its prologue (making its cells, copying free variables),
+ * which can be any frame of the chain on 3.11, where a collection, and so a
+ * finalizer, can run inside an allocation of the prologue; and the C-stack
+ * shims of 3.12+. */
+static inline int
+ht_frame_skipped(_PyInterpreterFrame *f)
+{
+#  if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+    if (f->owner == FRAME_OWNED_BY_CSTACK) {
+        return 1;
+    }
+#  endif
+    return _PyFrame_IsIncomplete(f);
+}
+
 static inline int
 ht_walk_start(ht_walk *w, PyThreadState *ts)
 {
@@ -132,54 +167,42 @@ ht_walk_start(ht_walk *w, PyThreadState *ts)
 #  else
     _PyInterpreterFrame *f = ts->cframe->current_frame;
 #  endif
-    while (f != NULL && _PyFrame_IsIncomplete(f)) {
+    while (f != NULL && ht_frame_skipped(f)) {
         f = f->previous;
     }
     w->f = f;
     return f != NULL;
 }
 
-/* Only the newest frame of a thread can be incomplete (a frame below it has
- * run its prologue and called something), so below the top only C-stack
- * shims (3.12+) need skipping. */
 static inline int
 ht_walk_next(ht_walk *w)
 {
     _PyInterpreterFrame *f = w->f->previous;
-#  if PY_VERSION_HEX >= 0x030C0000
-    while (f != NULL && f->owner == FRAME_OWNED_BY_CSTACK) {
+    while (f != NULL && ht_frame_skipped(f)) {
         f = f->previous;
     }
-#  endif
     w->f = f;
     return f != NULL;
 }
 
-/* Count the complete frames from the current one to the bottom, up to
- * `cap` in all; ends the walk.  The loop that costs most on deep stacks, so
- * it touches nothing but the chain. */
+/* Count the frames tracebacks show from the current one to the bottom, up
+ * to `cap` in all; ends the walk.  The loop that costs most on deep
+ * stacks. */
 static inline unsigned
 ht_walk_count(ht_walk *w, unsigned counted, unsigned cap)
 {
     _PyInterpreterFrame *f = w->f;
-#  if PY_VERSION_HEX >= 0x030C0000
     while (f != NULL && counted < cap) {
-        counted += f->owner != FRAME_OWNED_BY_CSTACK;
+        counted += !ht_frame_skipped(f);
         f = f->previous;
     }
-#  else
-    while (f != NULL && counted < cap) {
-        counted++;
-        f = f->previous;
-    }
-#  endif
     w->f = NULL;
     return counted;
 }
 
 /* The frame a walk stands on, its caller, and how much it adds to
- * total_nframe (C-stack shims of 3.12+ add nothing): what a caller needs to
- * follow and count the chain itself (intern.c's chain memo). */
+ * total_nframe (skipped frames add nothing): what a caller needs to follow
+ * and count the chain itself (intern.c's chain memo). */
 #define HT_FRAME_LINKS 1
 static inline void *ht_walk_frame(ht_walk *w) { return w->f; }
 static inline void *ht_frame_previous(const void *f)
@@ -189,12 +212,7 @@ static inline void *ht_frame_previous(const void *f)
 static inline unsigned
 ht_frame_weight(const void *f)
 {
-#  if PY_VERSION_HEX >= 0x030C0000
-    return ((const _PyInterpreterFrame *)f)->owner != FRAME_OWNED_BY_CSTACK;
-#  else
-    (void)f;
-    return 1;
-#  endif
+    return !ht_frame_skipped((_PyInterpreterFrame *)f);
 }
 
 static inline PyCodeObject *ht_walk_code(ht_walk *w) { return ht_frame_code(w->f); }
