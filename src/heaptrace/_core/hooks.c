@@ -147,6 +147,22 @@ gil_calloc(void *ctx, size_t nelem, size_t elsize)
     return ptr;
 }
 
+/* Forget the trace of a MEM/OBJ block being freed (or moved).  Only a
+ * caller holding the main interpreter's GIL may touch the table that GIL
+ * protects; an interpreter with a GIL of its own (3.12+) has its own
+ * obmalloc state, so its blocks were recorded in the raw table (by
+ * record_gil_side) and are looked for only there, under the raw lock. */
+static inline void
+forget_gil_side(void *ptr)
+{
+    if (ht_compat_holds_main_gil()) {
+        ht_tracer_remove_gil(ptr);
+    }
+    else {
+        ht_tracer_remove_raw(ptr);
+    }
+}
+
 /* A block the tracer may hold a trace of, resized or freed by a call nested
  * in a hook (the tracer's own work, done with the flag set): its old trace
  * must still go. */
@@ -163,7 +179,7 @@ gil_realloc(void *ctx, void *ptr, size_t size)
     if (nested_while_recording()) {
         void *moved = a->realloc(a->ctx, ptr, size);
         if (moved != NULL && ptr != NULL && moved != ptr) {
-            ht_tracer_remove_gil(ptr);
+            forget_gil_side(ptr);
         }
         return moved;
     }
@@ -187,7 +203,7 @@ gil_realloc(void *ctx, void *ptr, size_t size)
             ht_tracer_realloc_gil(ts, ptr, ptr2, size);
         }
         else {
-            ht_tracer_remove_raw(ptr);
+            forget_gil_side(ptr);
             (void)ht_tracer_add_raw(ptr2, size, 1);
         }
     }
@@ -201,7 +217,7 @@ gil_free(void *ctx, void *ptr)
     PyMemAllocatorEx *a = ctx;
     if (nested_while_recording()) {
         if (ptr != NULL) {
-            ht_tracer_remove_gil(ptr);
+            forget_gil_side(ptr);
         }
         a->free(a->ctx, ptr);
         return;
@@ -212,7 +228,7 @@ gil_free(void *ctx, void *ptr)
     }
     reentrant = 1;
     if (ptr != NULL) {
-        ht_tracer_remove_gil(ptr);
+        forget_gil_side(ptr);
     }
     a->free(a->ctx, ptr);
     reentrant = 0;
