@@ -9,6 +9,8 @@ filter form must give identical lists, in the same order, with the same
 text.  A test also checks that the C path really is the one taken.
 """
 import random
+import subprocess
+import sys
 import tracemalloc as std
 
 import pytest
@@ -192,3 +194,52 @@ def test_legacy_three_tuples():
     assert data.raw(0) == (0, 5, (("a", 1),), None)
     with pytest.raises(ValueError):
         _api._SnapshotData.from_raw([(0, 5, (("a", 1),))], 1, legacy=False)
+
+
+# Issue 8.4: a snapshot whose file names are all empty has no string bytes at
+# all; comparing or grouping it must not hand memcmp/memcpy a NULL pointer
+# (the sanitizer build turns that into a failure) and must give the standard
+# module's answer.
+EMPTY_NAME_SETS = [
+    [(0, 10, (("", 1),), 1)],
+    [(0, 10, (("", 1), ("", 2)), 2), (0, 5, (("", 1),), 1)],
+    [(0, 7, (("a.py", 1),), 1)],
+    [(0, 3, (("", 4),), 1), (1, 4, (("a.py", 4), ("", 1)), 2)],
+    [],
+]
+
+
+@pytest.mark.parametrize("new", range(len(EMPTY_NAME_SETS)))
+@pytest.mark.parametrize("old", range(len(EMPTY_NAME_SETS)))
+def test_compare_to_with_empty_file_names(new, old):
+    new_raw, old_raw = EMPTY_NAME_SETS[new], EMPTY_NAME_SETS[old]
+    ours = ht.Snapshot(new_raw, 2)
+    assert ours._snapdata() is not None      # the C analysis is the one tested
+    for key_type, cumulative in GROUPINGS:
+        got = ours.compare_to(ht.Snapshot(old_raw, 2), key_type, cumulative)
+        want = std.Snapshot(new_raw, 2).compare_to(std.Snapshot(old_raw, 2),
+                                                  key_type, cumulative)
+        check_same(got, want)
+        check_same(ours.statistics(key_type, cumulative),
+                   std.Snapshot(new_raw, 2).statistics(key_type, cumulative))
+
+
+def test_live_snapshot_whose_only_file_name_is_empty():
+    # Code compiled with an empty file name allocates everything the
+    # snapshot holds, so the engine's snapshot builder meets "" first.
+    program = (
+        "import heaptrace\n"
+        "heaptrace.start(1)\n"
+        "src = ('heaptrace.clear_traces()\\n'\n"
+        "       'keep = [bytearray(100) for _ in range(50)]\\n'\n"
+        "       'snap = heaptrace.take_snapshot()\\n')\n"
+        "exec(compile(src, '', 'exec'))\n"
+        "heaptrace.stop()\n"
+        "top = snap.statistics('filename')[0]\n"
+        "other = heaptrace.Snapshot([(0, 1, (('a.py', 1),), 1)], 1)\n"
+        "snap.compare_to(other, 'lineno')\n"
+        "print(repr(top.traceback[0].filename), top.count >= 50)\n")
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["''", "True"]

@@ -111,9 +111,10 @@ str_obj(SnapObj *self, uint32_t id)
 {
     if (self->str_objs[id] == NULL) {
         const ht_snap *s = &self->s;
+        Py_ssize_t len = (Py_ssize_t)(s->str_off[id + 1] - s->str_off[id]);
+        /* all names empty: str_blob may be NULL */
         self->str_objs[id] = PyUnicode_DecodeUTF8(
-            s->str_blob + s->str_off[id],
-            (Py_ssize_t)(s->str_off[id + 1] - s->str_off[id]), "surrogatepass");
+            len > 0 ? s->str_blob + s->str_off[id] : "", len, "surrogatepass");
     }
     return self->str_objs[id];   /* borrowed */
 }
