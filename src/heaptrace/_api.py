@@ -238,8 +238,10 @@ class _Traces(Sequence):
     SnapshotData of the C engine (in ``_data``) from which raw tuples are
     made on demand; reading ``_traces`` then builds the list once.  A Trace
     is only built when one is asked for.  The SnapshotData made from a list
-    (for the analysis in C) is kept while the list keeps its identity and
-    length.
+    (for the analysis in C) is kept only while the list holds the very same
+    raw tuples, in the same order: ``_data_source`` keeps a tuple of them,
+    and every analysis first compares the list with it item by item (by
+    identity, in C), so that any edit of the list, in place or not, is seen.
     """
 
     # No __slots__: a pickled snapshot restores ``_traces`` through the
@@ -261,7 +263,7 @@ class _Traces(Sequence):
         if name != "_traces" or data is None:
             raise AttributeError(name)
         traces = self._traces = data.raw_list()
-        self._data_source = (traces, len(traces))
+        self._data_source = (tuple(traces),)
         return traces
 
     def __getstate__(self):
@@ -279,21 +281,20 @@ class _Traces(Sequence):
             return state["_data"]
         traces = state["_traces"]
         source = state.get("_data_source")
-        if (source is not None and source[0] is traces
-                and source[1] == len(traces)):
-            if source[2:]:
+        if source is not None and _SnapshotData.same_items(traces, source[0]):
+            if source[1:]:
                 raise TypeError("raw traces not supported by SnapshotData")
             return state["_data"]
         if type(traceback_limit) is not int or not 0 <= traceback_limit < 2**31:
             traceback_limit = 0
+        items = tuple(traces)
         try:
-            data = _SnapshotData.from_raw(traces, traceback_limit, legacy=False)
+            data = _SnapshotData.from_raw(items, traceback_limit, legacy=False)
         except (TypeError, ValueError, OverflowError):
-            if isinstance(traces, list):
-                self._data_source = (traces, len(traces), "unsupported")
+            self._data_source = (items, "unsupported")
             raise
         self._data = data
-        self._data_source = (traces, len(traces))
+        self._data_source = (items,)
         return data
 
     def __len__(self):

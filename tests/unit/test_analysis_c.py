@@ -243,3 +243,68 @@ def test_live_snapshot_whose_only_file_name_is_empty():
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["''", "True"]
+
+
+# Issue 8.10: editing snapshot.traces._traces in place, even keeping its
+# length, must change what statistics(), compare_to() and filter_traces()
+# say, as it does in the standard module, which recomputes every time.
+def edited_pairs():
+    raw = random_traces(21, 400)
+    replacement = (0, 12345, (("edited.py", 7), ("a.py", 1)), 2)
+    built = ht.Snapshot(list(raw), 6)
+    # the same traces reached through the engine's SnapshotData, whose
+    # _traces list is made on first use
+    from_data = ht.Snapshot._from_data(_api._SnapshotData.from_raw(raw, 6), 6)
+    return raw, replacement, [built, from_data]
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_statistics_follow_in_place_edits(which):
+    raw, replacement, snaps = edited_pairs()
+    ours = snaps[which]
+    old = ht.Snapshot(random_traces(22, 300), 6)
+    for key_type, cumulative in GROUPINGS:     # analyse, so a cache exists
+        ours.statistics(key_type, cumulative)
+    ours.compare_to(old, "lineno")
+    edited = list(raw)
+    for index in (0, 57, len(raw) - 1):
+        ours.traces._traces[index] = replacement
+        edited[index] = replacement
+        theirs = std.Snapshot(list(edited), 6)
+        for key_type, cumulative in GROUPINGS:
+            check_same(ours.statistics(key_type, cumulative),
+                       theirs.statistics(key_type, cumulative))
+            check_same(ours.compare_to(old, key_type, cumulative),
+                       theirs.compare_to(std.Snapshot(old.traces._traces, 6),
+                                         key_type, cumulative))
+            check_same(old.compare_to(ours, key_type, cumulative),
+                       std.Snapshot(old.traces._traces, 6).compare_to(
+                           theirs, key_type, cumulative))
+        kept = ours.filter_traces([ht.Filter(True, "edited.py")]).traces._traces
+        assert kept == [replacement] * edited.count(replacement)
+
+
+def test_edit_to_a_trace_only_python_can_analyse():
+    # Replacing an item by one the C tables cannot hold (a size past 2**63)
+    # must not leave the earlier C result in place; and putting a plain one
+    # back must bring the C analysis back with the right numbers.
+    raw = [(0, 10, (("a.py", 1),), 1), (0, 20, (("b.py", 2),), 1)]
+    ours = ht.Snapshot(list(raw), 1)
+    assert ours.statistics("filename")[0].size == 20
+    ours.traces._traces[0] = (0, 2**70, (("a.py", 1),), 1)
+    assert [s.size for s in ours.statistics("filename")] == [2**70, 20]
+    ours.traces._traces[0] = (0, 30, (("a.py", 1),), 1)
+    assert [s.size for s in ours.statistics("filename")] == [30, 20]
+    assert ours._snapdata() is not None
+
+
+def test_same_items_compares_identity():
+    a = (0, 1, (("a.py", 1),), 1)
+    b = tuple(list(a))                    # equal to a, not a itself
+    assert a == b and a is not b
+    same = _api._SnapshotData.same_items
+    assert same([a, b], (a, b)) and same((a, b), (a, b)) and same([], ())
+    assert not same([a, a], (a, b))       # equal, but another object
+    assert not same([a], (a, b)) and not same([a, b, a], (a, b))
+    with pytest.raises(TypeError):
+        same([a], [a])

@@ -910,6 +910,37 @@ snapobj_check_pickle(PyObject *Py_UNUSED(cls), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(same_items_doc,
+"same_items(traces, items, /)\n--\n\n"
+"True if the sequence traces holds exactly the objects of the tuple items,\n"
+"in the same order: identity, not equality, so that replacing one raw\n"
+"trace by another, even an equal one, is seen.  The Python layer keeps a\n"
+"SnapshotData made from a list of raw traces only while this holds.\n"
+"TypeError if items is not a tuple or traces not a sequence.");
+
+static PyObject *
+snapobj_same_items(PyObject *Py_UNUSED(cls), PyObject *args)
+{
+    PyObject *traces, *items;
+    if (!PyArg_ParseTuple(args, "OO!:same_items", &traces, &PyTuple_Type, &items)) {
+        return NULL;
+    }
+    /* A list or tuple is used as it is; the GIL is held throughout, so no
+     * other thread can change it during the comparison. */
+    PyObject *seq = PySequence_Fast(traces, "traces must be a sequence of raw traces");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int same = n == PyTuple_GET_SIZE(items);
+    PyObject **have = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; same && i < n; i++) {
+        same = have[i] == PyTuple_GET_ITEM(items, i);
+    }
+    Py_DECREF(seq);
+    return PyBool_FromLong(same);
+}
+
 static PyObject *
 snapobj_get_limit(SnapObj *self, void *Py_UNUSED(closure))
 {
@@ -925,6 +956,8 @@ static PyMethodDef snapobj_methods[] = {
     {"to_bytes", (PyCFunction)snapobj_to_bytes, METH_VARARGS, to_bytes_doc},
     {"check_pickle", (PyCFunction)snapobj_check_pickle, METH_O | METH_STATIC,
      check_pickle_doc},
+    {"same_items", (PyCFunction)snapobj_same_items, METH_VARARGS | METH_STATIC,
+     same_items_doc},
     {"raw", (PyCFunction)snapobj_raw, METH_O, raw_doc},
     {"raw_list", (PyCFunction)snapobj_raw_list, METH_NOARGS, raw_list_doc},
     {"strings", (PyCFunction)snapobj_strings, METH_NOARGS, strings_doc},
