@@ -20,6 +20,8 @@ import json
 import linecache
 import os.path
 import pickle
+import stat
+import struct
 import sys
 from collections.abc import Iterable, Sequence
 from functools import total_ordering
@@ -238,8 +240,10 @@ class _Traces(Sequence):
     SnapshotData of the C engine (in ``_data``) from which raw tuples are
     made on demand; reading ``_traces`` then builds the list once.  A Trace
     is only built when one is asked for.  The SnapshotData made from a list
-    (for the analysis in C) is kept while the list keeps its identity and
-    length.
+    (for the analysis in C) is kept only while the list holds the very same
+    raw tuples, in the same order: ``_data_source`` keeps a tuple of them,
+    and every analysis first compares the list with it item by item (by
+    identity, in C), so that any edit of the list, in place or not, is seen.
     """
 
     # No __slots__: a pickled snapshot restores ``_traces`` through the
@@ -261,7 +265,7 @@ class _Traces(Sequence):
         if name != "_traces" or data is None:
             raise AttributeError(name)
         traces = self._traces = data.raw_list()
-        self._data_source = (traces, len(traces))
+        self._data_source = (tuple(traces),)
         return traces
 
     def __getstate__(self):
@@ -279,21 +283,20 @@ class _Traces(Sequence):
             return state["_data"]
         traces = state["_traces"]
         source = state.get("_data_source")
-        if (source is not None and source[0] is traces
-                and source[1] == len(traces)):
-            if source[2:]:
+        if source is not None and _SnapshotData.same_items(traces, source[0]):
+            if source[1:]:
                 raise TypeError("raw traces not supported by SnapshotData")
             return state["_data"]
         if type(traceback_limit) is not int or not 0 <= traceback_limit < 2**31:
             traceback_limit = 0
+        items = tuple(traces)
         try:
-            data = _SnapshotData.from_raw(traces, traceback_limit, legacy=False)
+            data = _SnapshotData.from_raw(items, traceback_limit, legacy=False)
         except (TypeError, ValueError, OverflowError):
-            if isinstance(traces, list):
-                self._data_source = (traces, len(traces), "unsupported")
+            self._data_source = (items, "unsupported")
             raise
         self._data = data
-        self._data_source = (traces, len(traces))
+        self._data_source = (items,)
         return data
 
     def __len__(self):
@@ -637,6 +640,17 @@ def _diff_groups(old, new):
 # the two snapshot classes.
 
 _MAGIC = b"\x89HTSNAP\n"
+# The header of a heaptrace file: its size, and where the five u64 section
+# lengths are (docs/format.md); the file is the header, the sections and a
+# 4-byte checksum.
+_HEADER_SIZE = 84
+_SECTION_LENGTHS = struct.Struct("<5Q")
+_SECTION_LENGTHS_AT = 40
+# The most bytes Snapshot.load takes from a pipe, FIFO, socket or device,
+# whose size is not known before reading (a regular file is read up to its
+# size).  Far above any real snapshot piped in, far below running out of
+# memory on an endless stream.
+_STREAM_LIMIT = 1 << 30
 # Nesting deeper than this in an attribute's value is refused.
 _MAX_DEPTH = 100
 # The attributes the file itself stores.
@@ -845,6 +859,72 @@ def _snapshot_from_pickle(data):
     return snapshot
 
 
+def _known_start(head):
+    """Whether *head*, the first bytes of a file (at most len(_MAGIC)), can
+    start a heaptrace snapshot or a snapshot pickle."""
+    if not head:
+        return False
+    if head == _MAGIC[:len(head)]:
+        return True
+    return head[:1] == b"\x80" and (len(head) == 1 or head[1] in (2, 3, 4, 5))
+
+
+def _read_at_most(stream, limit):
+    """Up to limit + 1 bytes of *stream*, read in chunks so that memory
+    follows what actually arrives."""
+    chunks = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(1 << 20, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _read_snapshot_file(filename):
+    """The bytes Snapshot.load decodes, read with a bound.
+
+    The first bytes decide: a file that starts like neither kind of snapshot
+    is not read further (so /dev/zero or an endless stream is refused at
+    once).  A regular file is then read up to its size.  Anything else (a
+    pipe, FIFO, socket or device) is read up to the length a heaptrace
+    header declares, or for a pickle up to _STREAM_LIMIT bytes; more than
+    that raises SnapshotFormatError.
+    """
+    with open(filename, "rb") as stream:
+        head = stream.read(len(_MAGIC))
+        if len(head) < len(_MAGIC) or not _known_start(head):
+            return head
+        info = os.fstat(stream.fileno())
+        if stat.S_ISREG(info.st_mode):
+            return head + stream.read(max(info.st_size - len(head), 0))
+        name = os.fsdecode(filename) if isinstance(
+            filename, (str, bytes, os.PathLike)) else str(filename)
+        if head == _MAGIC:
+            head += stream.read(_HEADER_SIZE - len(head))
+            if len(head) < _HEADER_SIZE:
+                return head         # the decoder says it is truncated
+            total = (_HEADER_SIZE + 4
+                     + sum(_SECTION_LENGTHS.unpack_from(head, _SECTION_LENGTHS_AT)))
+            if total > _STREAM_LIMIT:
+                raise SnapshotFormatError(
+                    "%s is not a regular file and its header declares a "
+                    "%d-byte snapshot, more than the %d bytes read from a "
+                    "pipe or device; save it to a file first"
+                    % (name, total, _STREAM_LIMIT))
+            # One byte more than declared, so that trailing data is seen.
+            return head + _read_at_most(stream, total - _HEADER_SIZE)
+        data = head + _read_at_most(stream, _STREAM_LIMIT - len(head))
+        if len(data) > _STREAM_LIMIT:
+            raise SnapshotFormatError(
+                "%s is not a regular file and gave more than %d bytes without "
+                "ending; save the snapshot to a file first"
+                % (name, _STREAM_LIMIT))
+        return data
+
+
 def _snapshot_from_bytes(data, filename):
     """Rebuild a Snapshot from the contents of a snapshot file."""
     if data and data[:len(_MAGIC)] == _MAGIC[:len(data)]:
@@ -857,6 +937,11 @@ def _snapshot_from_bytes(data, filename):
         return snapshot
     if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return _snapshot_from_pickle(data)
+    if data == b"\x80":
+        error = SnapshotFormatError("truncated pickle: it ends after its first "
+                                    "byte")
+        error.status = "TRUNCATED"
+        raise error
     what = "it is empty" if not data else "it starts with %r" % (data[:8],)
     raise SnapshotFormatError(
         "%s is neither a heaptrace snapshot nor a tracemalloc snapshot pickle "
@@ -926,9 +1011,7 @@ class Snapshot:
         SnapshotFormatError (a ValueError) saying what is wrong; I/O errors
         raise OSError.
         """
-        with open(filename, "rb") as stream:
-            data = stream.read()
-        return _snapshot_from_bytes(data, filename)
+        return _snapshot_from_bytes(_read_snapshot_file(filename), filename)
 
     def filter_traces(self, filters):
         """Return a new Snapshot with only the traces that pass *filters*.

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import tracemalloc
 
 import pytest
 
@@ -165,3 +166,21 @@ def test_progress_only_on_a_terminal():
     progress.update("heaptrace: measuring 3/12")
     progress.clear()
     assert pipe.written == ""
+
+
+@pytest.mark.parametrize("kind", ["heaptrace", "pickle"])
+@pytest.mark.parametrize("keep", [0.5, 0.05])
+def test_truncated_snapshot_says_truncated(tmp_path, kind, keep):
+    path = tmp_path / "whole.snap"
+    traces = [(0, 100 + i, (("/src/app.py", i + 1),), 1) for i in range(50)]
+    if kind == "heaptrace":
+        from heaptrace import Snapshot   # the tree under test (PYTHONPATH)
+        Snapshot(traces, 1).dump(path)
+    else:
+        tracemalloc.Snapshot(traces, 1).dump(path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.snap"
+    cut.write_bytes(data[:max(1, int(len(data) * keep))])
+    result = heaptrace("top", cut)
+    message = assert_one_line_error(result, 2, str(cut), "truncated snapshot")
+    assert "not a heaptrace snapshot" not in message

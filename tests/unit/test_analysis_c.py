@@ -9,6 +9,8 @@ filter form must give identical lists, in the same order, with the same
 text.  A test also checks that the C path really is the one taken.
 """
 import random
+import subprocess
+import sys
 import tracemalloc as std
 
 import pytest
@@ -192,3 +194,117 @@ def test_legacy_three_tuples():
     assert data.raw(0) == (0, 5, (("a", 1),), None)
     with pytest.raises(ValueError):
         _api._SnapshotData.from_raw([(0, 5, (("a", 1),))], 1, legacy=False)
+
+
+# Issue 8.4: a snapshot whose file names are all empty has no string bytes at
+# all; comparing or grouping it must not hand memcmp/memcpy a NULL pointer
+# (the sanitizer build turns that into a failure) and must give the standard
+# module's answer.
+EMPTY_NAME_SETS = [
+    [(0, 10, (("", 1),), 1)],
+    [(0, 10, (("", 1), ("", 2)), 2), (0, 5, (("", 1),), 1)],
+    [(0, 7, (("a.py", 1),), 1)],
+    [(0, 3, (("", 4),), 1), (1, 4, (("a.py", 4), ("", 1)), 2)],
+    [],
+]
+
+
+@pytest.mark.parametrize("new", range(len(EMPTY_NAME_SETS)))
+@pytest.mark.parametrize("old", range(len(EMPTY_NAME_SETS)))
+def test_compare_to_with_empty_file_names(new, old):
+    new_raw, old_raw = EMPTY_NAME_SETS[new], EMPTY_NAME_SETS[old]
+    ours = ht.Snapshot(new_raw, 2)
+    assert ours._snapdata() is not None      # the C analysis is the one tested
+    for key_type, cumulative in GROUPINGS:
+        got = ours.compare_to(ht.Snapshot(old_raw, 2), key_type, cumulative)
+        want = std.Snapshot(new_raw, 2).compare_to(std.Snapshot(old_raw, 2),
+                                                  key_type, cumulative)
+        check_same(got, want)
+        check_same(ours.statistics(key_type, cumulative),
+                   std.Snapshot(new_raw, 2).statistics(key_type, cumulative))
+
+
+def test_live_snapshot_whose_only_file_name_is_empty():
+    # Code compiled with an empty file name allocates everything the
+    # snapshot holds, so the engine's snapshot builder meets "" first.
+    program = (
+        "import heaptrace\n"
+        "heaptrace.start(1)\n"
+        "src = ('heaptrace.clear_traces()\\n'\n"
+        "       'keep = [bytearray(100) for _ in range(50)]\\n'\n"
+        "       'snap = heaptrace.take_snapshot()\\n')\n"
+        "exec(compile(src, '', 'exec'))\n"
+        "heaptrace.stop()\n"
+        "top = snap.statistics('filename')[0]\n"
+        "other = heaptrace.Snapshot([(0, 1, (('a.py', 1),), 1)], 1)\n"
+        "snap.compare_to(other, 'lineno')\n"
+        "print(repr(top.traceback[0].filename), top.count >= 50)\n")
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["''", "True"]
+
+
+# Issue 8.10: editing snapshot.traces._traces in place, even keeping its
+# length, must change what statistics(), compare_to() and filter_traces()
+# say, as it does in the standard module, which recomputes every time.
+def edited_pairs():
+    raw = random_traces(21, 400)
+    replacement = (0, 12345, (("edited.py", 7), ("a.py", 1)), 2)
+    built = ht.Snapshot(list(raw), 6)
+    # the same traces reached through the engine's SnapshotData, whose
+    # _traces list is made on first use
+    from_data = ht.Snapshot._from_data(_api._SnapshotData.from_raw(raw, 6), 6)
+    return raw, replacement, [built, from_data]
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_statistics_follow_in_place_edits(which):
+    raw, replacement, snaps = edited_pairs()
+    ours = snaps[which]
+    old = ht.Snapshot(random_traces(22, 300), 6)
+    for key_type, cumulative in GROUPINGS:     # analyse, so a cache exists
+        ours.statistics(key_type, cumulative)
+    ours.compare_to(old, "lineno")
+    edited = list(raw)
+    for index in (0, 57, len(raw) - 1):
+        ours.traces._traces[index] = replacement
+        edited[index] = replacement
+        theirs = std.Snapshot(list(edited), 6)
+        for key_type, cumulative in GROUPINGS:
+            check_same(ours.statistics(key_type, cumulative),
+                       theirs.statistics(key_type, cumulative))
+            check_same(ours.compare_to(old, key_type, cumulative),
+                       theirs.compare_to(std.Snapshot(old.traces._traces, 6),
+                                         key_type, cumulative))
+            check_same(old.compare_to(ours, key_type, cumulative),
+                       std.Snapshot(old.traces._traces, 6).compare_to(
+                           theirs, key_type, cumulative))
+        kept = ours.filter_traces([ht.Filter(True, "edited.py")]).traces._traces
+        assert kept == [replacement] * edited.count(replacement)
+
+
+def test_edit_to_a_trace_only_python_can_analyse():
+    # Replacing an item by one the C tables cannot hold (a size past 2**63)
+    # must not leave the earlier C result in place; and putting a plain one
+    # back must bring the C analysis back with the right numbers.
+    raw = [(0, 10, (("a.py", 1),), 1), (0, 20, (("b.py", 2),), 1)]
+    ours = ht.Snapshot(list(raw), 1)
+    assert ours.statistics("filename")[0].size == 20
+    ours.traces._traces[0] = (0, 2**70, (("a.py", 1),), 1)
+    assert [s.size for s in ours.statistics("filename")] == [2**70, 20]
+    ours.traces._traces[0] = (0, 30, (("a.py", 1),), 1)
+    assert [s.size for s in ours.statistics("filename")] == [30, 20]
+    assert ours._snapdata() is not None
+
+
+def test_same_items_compares_identity():
+    a = (0, 1, (("a.py", 1),), 1)
+    b = tuple(list(a))                    # equal to a, not a itself
+    assert a == b and a is not b
+    same = _api._SnapshotData.same_items
+    assert same([a, b], (a, b)) and same((a, b), (a, b)) and same([], ())
+    assert not same([a, a], (a, b))       # equal, but another object
+    assert not same([a], (a, b)) and not same([a, b, a], (a, b))
+    with pytest.raises(TypeError):
+        same([a], [a])

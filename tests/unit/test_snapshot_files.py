@@ -444,3 +444,17 @@ def test_random_mutations_of_a_stdlib_pickle(tmp_path):
         result = load_bad(tmp_path, bytes(bad))
         if not isinstance(result, SnapshotFormatError):
             assert type(result) is ht.Snapshot
+
+
+# Issue 8.17: a snapshot cut short says so, whatever its kind and wherever
+# the cut falls, with status TRUNCATED (the CLI words its message on it).
+def test_cut_files_say_truncated(tmp_path):
+    _, data = small_file(tmp_path)
+    std.Snapshot(random_raw(30), 3).dump(tmp_path / "std.pickle")
+    pickled = (tmp_path / "std.pickle").read_bytes()
+    for whole in (data, pickled):
+        for cut in sorted({1, 2, 5, 8, 40, 84, 85, len(whole) // 2, len(whole) - 1}):
+            with pytest.raises(SnapshotFormatError) as info:
+                load_bytes(tmp_path, whole[:cut])
+            assert info.value.status == "TRUNCATED", (cut, str(info.value))
+            assert "truncated" in str(info.value)

@@ -189,11 +189,14 @@ keyctx_free(keyctx *k)
     }
 }
 
+/* Bytes of string id.  Never NULL: a snapshot whose strings are all empty
+ * may have no blob at all, and memcmp must not see a NULL pointer even for
+ * zero bytes. */
 static const char *
 str_at(const ht_snap *s, uint32_t id, size_t *len)
 {
     *len = (size_t)(s->str_off[id + 1] - s->str_off[id]);
-    return s->str_blob + s->str_off[id];
+    return *len > 0 ? s->str_blob + s->str_off[id] : "";
 }
 
 /* Combined string index i: strings of s[0] first, then those of s[1]. */
@@ -205,7 +208,8 @@ cmp_strings(uint32_t a, uint32_t b, void *vctx)
     size_t la, lb;
     const char *pa = a < n0 ? str_at(k->s[0], a, &la) : str_at(k->s[1], a - n0, &la);
     const char *pb = b < n0 ? str_at(k->s[0], b, &lb) : str_at(k->s[1], b - n0, &lb);
-    int c = memcmp(pa, pb, la < lb ? la : lb);
+    size_t common = la < lb ? la : lb;
+    int c = common > 0 ? memcmp(pa, pb, common) : 0;
     if (c != 0) {
         return c;
     }

@@ -236,7 +236,9 @@ tab_intern(ht_tbtab *t, const void *key, uint16_t n, uint16_t total,
     r->off = (uint32_t)t->narena;
     r->nframe = n;
     r->total = total;
-    memcpy(t->arena + t->narena * t->esize, key, kbytes);
+    if (kbytes > 0) {   /* no frames yet: the arena may still be NULL */
+        memcpy(t->arena + t->narena * t->esize, key, kbytes);
+    }
     t->narena += n;
     size_t i = hash & t->imask;
     while (t->index[i] != 0) {
@@ -948,7 +950,7 @@ frames_detached(uint32_t id)
     }
     uint16_t n = det_tab.recs[id].nframe;
     ht_resframe *frames = malloc((size_t)(n ? n : 1) * sizeof(ht_resframe));
-    if (frames != NULL) {
+    if (frames != NULL && n > 0) {  /* the arena may be NULL when n == 0 */
         memcpy(frames, det_tab.arena + (size_t)det_tab.recs[id].off * sizeof(ht_resframe),
                (size_t)n * sizeof(ht_resframe));
     }

@@ -89,7 +89,9 @@ string_id(builder *b, PyObject *name, uint32_t *id)
         PyErr_NoMemory();
         return -1;
     }
-    memcpy(s->str_blob + b->nblob, PyBytes_AS_STRING(bytes), len);
+    if (len > 0) {      /* an empty first name leaves str_blob NULL */
+        memcpy(s->str_blob + b->nblob, PyBytes_AS_STRING(bytes), len);
+    }
     Py_DECREF(bytes);
     b->nblob += len;
     *id = s->nstrings++;

@@ -59,6 +59,8 @@ def load_snapshot(path: str, progress: Optional["Progress"] = None):
     except (PermissionError, IsADirectoryError) as error:
         raise CLIError(f"{path}: cannot read the file ({one_line(error)})") from None
     except Exception as error:  # any other reader failure means "not a snapshot"
+        if getattr(error, "status", None) == "TRUNCATED":
+            raise CLIError(f"{path}: truncated snapshot ({error})") from None
         raise CLIError(f"{path}: not a heaptrace snapshot ({one_line(error)})") from None
     if not isinstance(snapshot, api.Snapshot):
         raise CLIError(f"{path}: not a heaptrace snapshot (it holds a "
