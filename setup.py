@@ -15,7 +15,8 @@ SOURCES = [
     os.path.join(CORE, name)
     for name in ("module.c", "hooks.c", "tracer.c", "traces.c", "intern.c",
                  "snapbuild.c", "snapdata.c",
-                 "analysis.c", "snapobj.c", "slots.c", "format.c")
+                 "analysis.c", "snapobj.c", "slots.c", "format.c",
+                 "got.c", "pytrack.c")
 ]
 
 include = sysconfig.get_paths()["include"]

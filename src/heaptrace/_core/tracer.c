@@ -9,6 +9,7 @@
 #include "intern.h"
 #include "hooks.h"
 #include "alloc.h"
+#include "pytrack.h"
 
 #include <stdatomic.h>
 #include <string.h>
@@ -313,6 +314,7 @@ ht_tracer_start(int nframe)
         return -1;
     }
     ht_hooks_install();
+    (void)ht_pytrack_install();     /* best effort: see _pytrack_status() */
     return 0;
 }
 
@@ -323,6 +325,7 @@ ht_tracer_stop(void)
         return;
     }
     ht_hooks_uninstall();
+    ht_pytrack_uninstall();
     pthread_mutex_lock(&ht_raw_lock);
     atomic_store(&tracing, 0);
     pthread_mutex_unlock(&ht_raw_lock);
