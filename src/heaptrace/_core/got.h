@@ -55,7 +55,12 @@
  *     Since the real dlopen is then called from heaptrace, a bare name
  *     ("libfoo.so") that the dynamic linker cannot find is looked for again
  *     in the caller's own search path (its DT_RPATH/DT_RUNPATH), so that
- *     $ORIGIN-relative loading keeps working.
+ *     $ORIGIN-relative loading keeps working (the object is then loaded by
+ *     its path, so a later lookup by the bare name finds it through its
+ *     DT_SONAME only, as for any library loaded by path).  Objects that a
+ *     dlopen outside every patched slot loads (a pointer from dlsym, libc's
+ *     own dlopen) are patched at the next pass: the next patched dlopen, or
+ *     ht_got_patch_new.
  *   - fork.  got_lock is held across fork() (pthread_atfork), so the child
  *     starts with it free; the child inherits the patched slots and the
  *     engine's records of them, and goes on as the parent would.  exec
