@@ -555,6 +555,9 @@ run_pass(int mode, ht_got_set *only, char *err, size_t errlen)
 static long
 patch_new_locked(void)
 {
+    if (!dl_set.installed) {
+        return 0;       /* nothing installed: a late dlopen hook call */
+    }
     char err[sizeof(dl_set.error)];
     err[0] = 0;
     long n = run_pass(PASS_PATCH, NULL, err, sizeof(err));
@@ -811,10 +814,13 @@ ht_got_patch_new(void)
 #endif /* HT_GOT_SUPPORTED */
 
 size_t
-ht_got_patched(ht_got_set *set)
+ht_got_status(ht_got_set *set, char *err, size_t errlen)
 {
     pthread_mutex_lock(&got_lock);
     size_t n = set->installed ? set->nrecords : 0;
+    if (errlen > 0) {
+        snprintf(err, errlen, "%s", set->error);
+    }
     pthread_mutex_unlock(&got_lock);
     return n;
 }

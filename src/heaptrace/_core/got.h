@@ -121,8 +121,10 @@ int ht_got_uninstall(ht_got_set *set);
  * if one could not be written (then reported in that set's error). */
 int ht_got_patch_new(void);
 
-/* Number of slots currently patched for set.  Never fails. */
-size_t ht_got_patched(ht_got_set *set);
+/* Number of slots currently patched for set (records of objects unloaded
+ * since included), and a copy of its last error ("" if none) into err.
+ * Never fails. */
+size_t ht_got_status(ht_got_set *set, char *err, size_t errlen);
 
 /* Register the fork handlers.  0, or -1 if pthread_atfork failed.  Call
  * once, before any install. */

@@ -66,9 +66,10 @@ ht_pytrack_uninstall(void)
 PyObject *
 ht_py_pytrack_status(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
-    size_t n = ht_got_patched(&set);
-    if (set.error[0] == 0) {
+    char err[sizeof(set.error)];
+    size_t n = ht_got_status(&set, err, sizeof(err));
+    if (err[0] == 0) {
         return Py_BuildValue("(nO)", (Py_ssize_t)n, Py_None);
     }
-    return Py_BuildValue("(ns)", (Py_ssize_t)n, set.error);
+    return Py_BuildValue("(ns)", (Py_ssize_t)n, err);
 }
