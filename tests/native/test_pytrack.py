@@ -270,3 +270,25 @@ def test_numpy_program_matches_the_standard_module(tmp_path):
         out[mod] = proc.stdout.splitlines()
     assert out["tracemalloc"][0] == "16.0"          # the program is what we think
     assert out["heaptrace"] == out["tracemalloc"]
+
+
+def _mappings(path):
+    real = os.path.realpath(path)
+    with open("/proc/self/maps") as f:
+        return [line.split()[:2] for line in f if line.rstrip().endswith(real)]
+
+
+@pytest.mark.parametrize("variant", ["full-relro", "no-plt"])
+def test_read_only_got_stays_read_only(libdir, variant):
+    """Under full RELRO the slots are read-only: heaptrace makes a page
+    writable only for the store, and leaves every mapping of the library
+    with the permissions the dynamic linker gave it."""
+    lib = _load(libdir[variant])
+    before = _mappings(libdir[variant])
+    assert any(perms.startswith("r--") for _, perms in before)
+    heaptrace.start()
+    assert lib.trk_track(DOMAIN, 0x60000, 8) == 0
+    assert [t.size for t in _domain_traces(DOMAIN)] == [8]   # the slot was patched
+    assert _mappings(libdir[variant]) == before
+    heaptrace.stop()
+    assert _mappings(libdir[variant]) == before
