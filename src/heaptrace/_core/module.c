@@ -15,6 +15,7 @@
 #include "snapbuild.h"
 #include "snapdata.h"
 #include "snapobj.h"
+#include "pytrack.h"
 #include "../include/heaptrace.h"
 
 #include <limits.h>
@@ -502,6 +503,8 @@ static PyMethodDef ht_methods[] = {
     {"_take_snapshot_data", ht_py_take_snapshot_data, METH_NOARGS, take_snapshot_data_doc},
     {"track", (PyCFunction)(void (*)(void))ht_py_track, METH_FASTCALL, track_doc},
     {"untrack", (PyCFunction)(void (*)(void))ht_py_untrack, METH_FASTCALL, untrack_doc},
+    {"_pytrack_status", ht_py_pytrack_status, METH_NOARGS,
+     "(GOT slots of PyTraceMalloc_Track/Untrack redirected now, last error or None)"},
 #ifdef HT_FAULT_INJECTION
     {"_fail_allocations", ht_py_fail_allocations, METH_O,
      "Make heaptrace's own allocations fail after n more (-1: never)."},

@@ -9,6 +9,7 @@
 #include "intern.h"
 #include "hooks.h"
 #include "alloc.h"
+#include "pytrack.h"
 
 #include <stdatomic.h>
 #include <string.h>
@@ -367,6 +368,7 @@ ht_tracer_start(int nframe)
     }
     ht_hooks_install();
     ht_hooks_record(1);
+    (void)ht_pytrack_install();     /* best effort: see _pytrack_status() */
     return 0;
 }
 
@@ -378,6 +380,7 @@ ht_tracer_stop(void)
     }
     ht_hooks_record(0);
     ht_hooks_uninstall();
+    ht_pytrack_uninstall();
     pthread_mutex_lock(&ht_raw_lock);
     atomic_store(&tracing, 0);
     pthread_mutex_unlock(&ht_raw_lock);
