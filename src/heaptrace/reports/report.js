@@ -351,7 +351,11 @@
 
   function seriesPage() {
     var lines = [{ name: "total traced memory", values: data.totals, color: "#263238" }];
-    data.sites.slice(0, 7).forEach(function (site, k) {
+    // The sites worth a line: leaks and plateaus first; the biggest if none.
+    var shown = data.sites.filter(function (s) { return s.kind !== "noise"; }).slice(0, 7);
+    if (!shown.length)
+      shown = data.sites.slice().sort(function (a, b) { return b.last - a.last; }).slice(0, 3);
+    shown.forEach(function (site, k) {
       lines.push({ name: siteName(site) + (frames[site.frame][2] ? " " + frames[site.frame][2] : ""),
                    values: site.sizes, color: LINE_COLORS[k], kind: site.kind });
     });
