@@ -37,6 +37,12 @@ def require(binary, what):
     pytest.skip(message)
 
 
+def tool_env():
+    """The environment for an outside tool (Chromium, go): without the
+    sanitizer runtimes that `make sanitize` preloads for Python."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 class BrowserError(Exception):
     pass
 
@@ -56,7 +62,7 @@ class Browser:
                 "--disable-extensions", "--disable-background-networking",
                 "--disable-dev-shm-usage", f"--user-data-dir={self.profile}",
                 f"--window-size={width},{height}", "about:blank"]
-        self.process = subprocess.Popen(args, pass_fds=(3, 4), preexec_fn=wire,
+        self.process = subprocess.Popen(args, pass_fds=(3, 4), preexec_fn=wire, env=tool_env(),
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         os.close(to_child)

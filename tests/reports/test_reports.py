@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from browser import Browser, find_chromium, png_colors, require
+from browser import Browser, find_chromium, png_colors, require, tool_env
 from synthetic import wide_snapshot
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -92,7 +92,7 @@ def pprof_top(go, profile, sample_index):
         [go, "tool", "pprof", "-top", "-lines", "-nodefraction=0", "-nodecount=100000",
          "-unit=B" if sample_index == "inuse_space" else "-unit=count",
          f"-sample_index={sample_index}", profile],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120, env=tool_env())
     assert result.returncode == 0, result.stderr
     rows = {}
     lines = result.stdout.splitlines()
@@ -130,7 +130,7 @@ def test_pprof_carries_time_and_sample_types(snaps, tmp_path):
     heaptrace_ok("export", snapshot, "-o", profile)          # pprof is the default
     assert gzip.decompress(profile.read_bytes())              # really gzipped
     raw = subprocess.run([go, "tool", "pprof", "-raw", str(profile)], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, env=tool_env())
     assert raw.returncode == 0, raw.stderr
     assert "inuse_space/bytes[dflt] inuse_objects/count" in raw.stdout, raw.stdout[:2000]
     import heaptrace as api

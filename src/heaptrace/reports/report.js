@@ -57,9 +57,8 @@
     function color(i) {
       if (tree.d) {   // a diff: red grows, blue shrinks, paler for mixed
         var ratio = tree.v[i] ? tree.d[i] / tree.v[i] : 0;
-        var strength = Math.round(35 + 45 * Math.min(1, Math.abs(ratio)));
-        return ratio >= 0 ? "hsl(0, 85%, " + (100 - strength) + "%)"
-                          : "hsl(215, 85%, " + (100 - strength) + "%)";
+        var light = Math.round(88 - 26 * Math.min(1, Math.abs(ratio)));
+        return ratio >= 0 ? "hsl(0, 80%, " + light + "%)" : "hsl(215, 80%, " + light + "%)";
       }
       var f = tree.f[i];
       if (f < 0) return "#cfd8dc";
