@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-__all__ = ["Stack", "Profile", "SiteSeries", "Series", "profile_of", "diff_profile_of",
-           "FunctionNames", "short_path"]
+__all__ = ["Stack", "Profile", "SiteSeries", "Series", "TopResult", "DiffResult",
+           "profile_of", "diff_profile_of", "FunctionNames", "short_path"]
 
 
 @dataclass
@@ -80,6 +80,35 @@ class Series:
     growth: Optional[Profile] = None    # first snapshot -> last, by traceback
     note: Optional[str] = None
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class TopResult:
+    """What `heaptrace top` shows: the first statistics of a snapshot
+    (Statistic objects) and the sums of the rest."""
+
+    snapshot: str
+    timestamp: Optional[float]
+    traceback_limit: object
+    group_by: str
+    cumulative: bool
+    full_paths: bool
+    shown: list
+    rest: list
+
+
+@dataclass
+class DiffResult:
+    """What `heaptrace diff` shows: the first StatisticDiff objects and the
+    sums of the rest (only the sites that changed)."""
+
+    old: str
+    new: str
+    group_by: str
+    cumulative: bool
+    full_paths: bool
+    shown: list
+    rest: list
 
 
 def _key(frames_of: Callable, traceback) -> tuple:
