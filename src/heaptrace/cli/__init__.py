@@ -1,4 +1,4 @@
-"""The ``heaptrace`` command: run, top, diff, trend, leaks.
+"""The ``heaptrace`` command: run, top, diff, trend, leaks, report, export.
 
 Each subcommand lives in its own module, which provides ``add_arguments``
 and ``execute`` and whose docstring is its help text; it may also provide
@@ -23,7 +23,7 @@ from ._common import CLIError
 __all__ = ["main", "CLIError", "COMMANDS"]
 
 #: Subcommands, in the order of the help.
-COMMANDS = ("run", "top", "diff", "trend", "leaks")
+COMMANDS = ("run", "top", "diff", "trend", "leaks", "report", "export")
 
 
 def _modules() -> dict:

@@ -11,11 +11,12 @@ are left out unless --no-default-excludes.
 
 from __future__ import annotations
 
-import datetime
+import sys
 
+from .. import reports
+from ..reports.model import TopResult
 from ._common import (Progress, add_display_arguments, add_filter_arguments,
-                      check_display_arguments, filter_snapshot, format_size, print_entry,
-                      frames_json, load_snapshot, plural, print_json, site_json)
+                      check_display_arguments, filter_snapshot, load_snapshot)
 
 
 def add_arguments(parser) -> None:
@@ -34,37 +35,8 @@ def execute(args) -> int:
     finally:
         progress.clear()
     shown = stats[: args.limit] if args.limit else stats
-    rest = stats[len(shown):]
-    total_size = sum(s.size for s in stats)
-    total_count = sum(s.count for s in stats)
-    if args.json:
-        print_json({
-            "snapshot": args.snapshot,
-            "timestamp": getattr(snapshot, "timestamp", None),
-            "traceback_limit": snapshot.traceback_limit,
-            "group_by": args.group_by,
-            "cumulative": args.cumulative,
-            "stats": [{**site_json(s.traceback), "size": s.size, "count": s.count,
-                       "traceback": frames_json(s.traceback)} for s in shown],
-            "other": {"entries": len(rest), "size": sum(s.size for s in rest),
-                      "count": sum(s.count for s in rest)},
-            "total": {"size": total_size, "count": total_count},
-        })
-        return 0
-    what = {"lineno": "line", "filename": "file", "traceback": "traceback"}[args.group_by]
-    what += "s" if len(shown) != 1 else ""
-    taken = getattr(snapshot, "timestamp", None)
-    when = (" taken " + datetime.datetime.fromtimestamp(taken).strftime("%Y-%m-%d %H:%M:%S")
-            if taken else "")
-    print(f"Top {len(shown)} {what} of {args.snapshot}{when}"
-          f"{' (cumulative)' if args.cumulative else ''}")
-    for rank, stat in enumerate(shown, 1):
-        average = stat.size / stat.count if stat.count else 0
-        summary = (f"{format_size(stat.size)} in {plural(stat.count, 'block')} "
-                   f"(average {format_size(average)})")
-        print_entry(rank, stat.traceback, summary, args.group_by, args.full_paths)
-    if rest:
-        print(f"{len(rest):,} other: {format_size(sum(s.size for s in rest))}")
-    print(f"Total: {format_size(total_size)} in {plural(total_count, 'block')}")
+    result = TopResult(args.snapshot, getattr(snapshot, "timestamp", None),
+                       snapshot.traceback_limit, args.group_by, args.cumulative,
+                       args.full_paths, shown, stats[len(shown):])
+    sys.stdout.write(reports.render("json" if args.json else "text", result))
     return 0
-

@@ -1,0 +1,61 @@
+"""JSON: the machine-readable output of `heaptrace top` and `heaptrace diff`
+(schemas in docs/json.md)."""
+
+from __future__ import annotations
+
+import json
+
+from . import Unsupported
+from .model import DiffResult, TopResult
+
+FORMAT = "json"
+BINARY = False
+
+
+def _top(result: TopResult) -> dict:
+    from ..cli._common import frames_json, site_json
+
+    rest = result.rest
+    stats = result.shown + rest
+    return {
+        "snapshot": result.snapshot,
+        "timestamp": result.timestamp,
+        "traceback_limit": result.traceback_limit,
+        "group_by": result.group_by,
+        "cumulative": result.cumulative,
+        "stats": [{**site_json(s.traceback), "size": s.size, "count": s.count,
+                   "traceback": frames_json(s.traceback)} for s in result.shown],
+        "other": {"entries": len(rest), "size": sum(s.size for s in rest),
+                  "count": sum(s.count for s in rest)},
+        "total": {"size": sum(s.size for s in stats), "count": sum(s.count for s in stats)},
+    }
+
+
+def _diff(result: DiffResult) -> dict:
+    from ..cli._common import frames_json, site_json
+
+    rest = result.rest
+    stats = result.shown + rest
+    return {
+        "old": result.old,
+        "new": result.new,
+        "group_by": result.group_by,
+        "cumulative": result.cumulative,
+        "stats": [{**site_json(s.traceback), "size": s.size, "size_diff": s.size_diff,
+                   "count": s.count, "count_diff": s.count_diff,
+                   "traceback": frames_json(s.traceback)} for s in result.shown],
+        "other": {"entries": len(rest), "size_diff": sum(s.size_diff for s in rest),
+                  "count_diff": sum(s.count_diff for s in rest)},
+        "total": {"size_diff": sum(s.size_diff for s in stats),
+                  "count_diff": sum(s.count_diff for s in stats)},
+    }
+
+
+def render(data) -> str:
+    if isinstance(data, TopResult):
+        value = _top(data)
+    elif isinstance(data, DiffResult):
+        value = _diff(data)
+    else:
+        raise Unsupported(f"no JSON output for a {type(data).__name__}")
+    return json.dumps(value, indent=2) + "\n"
