@@ -54,12 +54,19 @@ SCRIPT = textwrap.dedent("""
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for t in threads:
         t.start()
+    # The main thread makes the GIL table grow and shrink all the time
+    # (pages made and freed, the region map resized).
     kept = []
     while any(t.is_alive() for t in threads):
-        batch = [Obj() for _ in range(2000)]
+        batch = [Obj() for _ in range(20000)]
         kept.append(batch)
-        if len(kept) > 5:
+        if len(kept) > 3:
             kept.pop(0)
+        if len(kept) == 3:
+            kept.clear()
+            # (Clearing makes the table start again from nothing, so it
+            # grows again: its region map is resized, its pages freed.)
+            heaptrace.clear_traces()
         heaptrace.get_traced_memory()
     for t in threads:
         t.join()
