@@ -177,3 +177,14 @@ def test_run_short_i_is_not_the_interval(tmp_path):
     result = run_heaptrace("run", "-i", "5", "-o", tmp_path, SHOW_PATHS)
     assert_one_line_error(result, 2, "--interval")
     assert result.stdout == ""
+
+
+# -- the --interval timer (SIGALRM) gives way to a program that uses SIGALRM ----
+
+def test_interval_timer_gives_way_to_the_program(tmp_path):
+    program = os.path.join(TARGETS, "uses_alarm.py")
+    result = run_heaptrace("run", "--interval", "0.02", "-o", tmp_path, program)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["alarms: 1"]
+    assert "the program uses SIGALRM" in result.stderr
+    assert snapshots_in(tmp_path)          # the exit snapshot still came

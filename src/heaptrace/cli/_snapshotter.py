@@ -2,10 +2,11 @@
 and at exit, from the program's main thread.
 
 It lives in a file of its own so that its work can be told apart from the
-program's: the snapshots leave out every block with a frame of this file
-anywhere in its traceback (the program never runs below one of them; a
-signal handler only runs above the program's frames), as well as blocks
-whose most recent frame is any of heaptrace's files.
+program's: the snapshots leave out every block with a frame of this file or
+of the API's module (take_snapshot, dump) anywhere in its traceback (the
+program never runs below one of them; a signal handler only runs above the
+program's frames), as well as blocks whose most recent frame is any of
+heaptrace's files.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import time
 from typing import Optional
 
-from ..measure import own_filters
+from ..measure import own_filters, own_locations
 from ._common import one_line, plural
 
 class Snapshotter:
@@ -54,7 +55,13 @@ class Snapshotter:
         # The program's exception (SystemExit, KeyboardInterrupt...), kept
         # until the exit snapshot: its traceback holds the program's frames.
         self.held: Optional[BaseException] = None
-        self.filters = own_filters(api) + [api.Filter(False, _this_file(), all_frames=True)]
+        # Blocks with a frame of this file, or of the API's module (the
+        # program never runs below either), anywhere in their traceback are
+        # heaptrace's work; so are those whose most recent frame is any of
+        # heaptrace's files.
+        self.filters = own_filters(api) + [
+            api.Filter(False, filename, all_frames=True)
+            for filename in sorted({_this_file()} | set(own_locations(api)[1]))]
         # Compile the patterns now, before tracing starts: fnmatch caches
         # them, and that cache would otherwise show up in the snapshots.
         for trace_filter in self.filters:
