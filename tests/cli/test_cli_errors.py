@@ -184,3 +184,38 @@ def test_truncated_snapshot_says_truncated(tmp_path, kind, keep):
     result = heaptrace("top", cut)
     message = assert_one_line_error(result, 2, str(cut), "truncated snapshot")
     assert "not a heaptrace snapshot" not in message
+
+
+# -- issue 8.17 ---------------------------------------------------------------
+
+def test_leaks_target_that_needs_arguments():
+    result = heaptrace("leaks", f"{TARGET_FILE}:needs_args")
+    assert_one_line_error(result, 2, "callable with no arguments", "count",
+                          "function of no arguments")
+
+
+def test_leaks_target_that_is_a_method_of_a_class():
+    result = heaptrace("leaks", f"{TARGET_FILE}:Client.ping")
+    assert_one_line_error(result, 2, "callable with no arguments", "obj.method")
+
+
+def test_leaks_method_of_an_object_as_the_help_shows():
+    from heaptrace.cli import leaks
+
+    assert ":client.ping" in leaks.__doc__ and "Client.ping" not in leaks.__doc__
+    result = heaptrace("leaks", f"{TARGET_FILE}:client.ping", "--iterations", "60")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "11"])
+def test_leaks_iterations_below_the_snapshots_get_one_message(value):
+    result = heaptrace("leaks", f"{TARGET_FILE}:leak", "--iterations", value)
+    assert_one_line_error(result, 2, "--iterations must be at least --snapshots (12)",
+                          f"got {value}")
+
+
+@pytest.mark.parametrize("option, value", [("--duration", "0"), ("--duration", "-1"),
+                                           ("--limit", "-1")])
+def test_leaks_other_bad_values(option, value):
+    result = heaptrace("leaks", f"{TARGET_FILE}:leak", option, value)
+    assert_one_line_error(result, 2, option)

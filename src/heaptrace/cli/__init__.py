@@ -54,13 +54,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # A command that runs a program (run) leaves the program's arguments
     # alone: they are split off before argparse sees them.
     split = getattr(_modules().get(argv[0]) if argv else None, "split_argv", None)
-    if split is not None:
-        own, program = split(argv[1:])
-        args = parser.parse_args([argv[0], *own])
-        args.program = program
-    else:
-        args = parser.parse_args(argv)
     try:
+        if split is not None:
+            own, program = split(argv[1:])
+            args = parser.parse_args([argv[0], *own])
+            args.program = program
+        else:
+            args = parser.parse_args(argv)
         return args.execute(args)
     except CLIError as error:
         print(f"heaptrace: error: {error}", file=sys.stderr)

@@ -3,10 +3,13 @@
 Examples:
   heaptrace leaks examples/leaky_app.py:handle_request
   heaptrace leaks myapp.handlers:reload_config --iterations 2000
-  heaptrace leaks tests/helpers.py:Client.ping --json
+  heaptrace leaks tests/helpers.py:client.ping --json
 
-TARGET is FILE.py:FUNC or package.module:FUNC; FUNC may be dotted
-(Class.method) and is called with no arguments.  A file is imported as a
+TARGET is FILE.py:FUNC or package.module:FUNC; FUNC may be dotted (the
+method of an object the module holds, client.ping) and must be callable
+with no arguments: to measure a call that needs some, or a method of a
+new object, write a function of no arguments that makes the call, and
+name that.  A file is imported as a
 module named after it, with its folder first on sys.path; a module is
 imported with the current folder first on sys.path, as `python -m` does.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 
@@ -61,15 +65,41 @@ def load_target(target: str):
         module = _import_file(where)
     else:
         module = _import_module(where)
-    obj = module
+    obj = owner = module
     for part in name.split("."):
+        owner = obj
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise CLIError(f"{target}: {where} has no attribute {name!r}") from None
     if not callable(obj):
         raise CLIError(f"{target}: {name} is not callable")
+    _check_no_arguments(target, name, obj, owner)
     return obj
+
+
+def _check_no_arguments(target: str, name: str, func, owner) -> None:
+    """Raise CLIError if ``func`` cannot be called with no arguments."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return   # no signature to check (some builtins): let the call tell
+    try:
+        signature.bind()
+    except TypeError:
+        pass
+    else:
+        return
+    needed = [p.name for p in signature.parameters.values()
+              if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if inspect.isclass(owner) and inspect.isfunction(func) and needed[:1] == ["self"]:
+        raise CLIError(f"{target}: {name} is a method of a class, and the target must be "
+                       f"callable with no arguments: name the method of an object "
+                       f"(FILE.py:obj.method), or a function of no arguments that "
+                       f"calls it")
+    raise CLIError(f"{target}: the target must be callable with no arguments, and "
+                   f"{name} needs {', '.join(needed)}: write a function of no "
+                   f"arguments that calls it (def run(): {name}(...)) and name that")
 
 
 def _import_file(path: str):
@@ -114,16 +144,20 @@ def _import_module(name: str):
 
 
 def execute(args) -> int:
-    for option in ("iterations", "warmup"):
-        value = getattr(args, option)
-        if value is not None and value < 0:
-            raise CLIError(f"--{option} must be 0 or more")
     if args.snapshots < 3:
         raise CLIError("--snapshots must be at least 3")
+    # One rule, one message, whatever the value (0 or -5 alike).
     if args.iterations is not None and args.iterations < args.snapshots:
-        raise CLIError(f"--iterations must be at least --snapshots ({args.snapshots})")
+        raise CLIError(f"--iterations must be at least --snapshots ({args.snapshots}), "
+                       f"got {args.iterations}")
+    if args.warmup is not None and args.warmup < 0:
+        raise CLIError(f"--warmup must be 0 or more, got {args.warmup}")
     if args.nframe < 1:
-        raise CLIError("--nframe must be at least 1")
+        raise CLIError(f"--nframe must be at least 1, got {args.nframe}")
+    if not args.duration > 0:
+        raise CLIError(f"--duration must be more than 0, got {args.duration:g}")
+    if args.limit < 0:
+        raise CLIError(f"--limit must be 0 or more, got {args.limit}")
     func = load_target(args.target)
     progress = Progress()
 

@@ -7,14 +7,24 @@ Examples:
   heaptrace trend /tmp/snaps
 
 Tracing starts before the program's first line, with --nframe frames per
-traceback.  Snapshots go into the --output folder: every --interval
-seconds, each time the process gets --signal, and at exit (after the
-program's other threads have ended).  They are named
-heaptrace-<pid>-<sequence>.snap, so their names sort by time, and each
-stores the time it was taken (snapshot.timestamp).  A snapshot is written
-under a temporary name and then renamed, so readers never see half a file;
-heaptrace's own blocks are left out of it.  With --keep K, only the newest
-K snapshots are kept.  Read them with `heaptrace top`, `diff` and `trend`.
+traceback; the program gets the __file__, sys.argv and sys.path[0] that
+python would give it.  Snapshots go into the --output folder (checked
+before the program starts): every --interval seconds, each time the
+process gets --signal, and at exit (after the program's other threads and
+its atexit handlers, while its module globals - and, if it ended with an
+exception or Ctrl-C, the locals of the frames it was in - are still
+alive).  They are named heaptrace-<pid>-<sequence>.snap, so their names
+sort by time, and each stores the time it was taken (snapshot.timestamp).
+A snapshot is written under a temporary name and then renamed, so readers
+never see half a file; nothing heaptrace keeps for itself is in it.  With
+--keep K, only the newest K snapshots are kept.  Read them with
+`heaptrace top`, `diff` and `trend`.
+
+heaptrace starts no thread: the --interval timer is SIGALRM
+(setitimer), and snapshots are written by the program's main thread
+between two of its Python instructions.  If the program sets up SIGALRM
+itself, the timer stops and heaptrace says so.  A child made by fork()
+takes no snapshots.
 
 Everything after the script (or after -m MODULE, or after --) is the
 program's: it may use the same option names as run.
@@ -27,24 +37,35 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import fnmatch
+import builtins
+import importlib.machinery
 import importlib.util
-import json
+import io
+import marshal
 import os
-import runpy
 import signal
 import sys
-import threading
-import time
+import tempfile
 import traceback
-from typing import Optional
+import types
+import zipfile
 
-from ..measure import _api, own_filters
-from ._common import EXIT_TARGET_FAILED, CLIError, one_line, plural
+from ..measure import _api
+from ._common import EXIT_TARGET_FAILED, CLIError, one_line
+from ._snapshotter import Snapshotter, make_emitter
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Where it exists (not on Windows); elsewhere no signal is used by default.
 DEFAULT_SIGNAL = "SIGUSR1"
+#: Signals --signal cannot use, and why.
+_UNUSABLE_SIGNALS = {
+    "SIGKILL": "cannot be caught",
+    "SIGSTOP": "cannot be caught",
+    "SIGSEGV": "reports a crash",
+    "SIGBUS": "reports a crash",
+    "SIGFPE": "reports a crash",
+    "SIGILL": "reports a crash",
+}
 
 
 def add_arguments(parser) -> None:
@@ -55,8 +76,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", default="heaptrace-snapshots", metavar="FOLDER",
                         help="where to write the snapshots (default ./heaptrace-snapshots, "
                              "created if needed)")
-    parser.add_argument("-i", "--interval", type=float, default=60.0, metavar="SECONDS",
-                        help="write a snapshot every SECONDS (default 60; 0: never)")
+    parser.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
+                        help="write a snapshot every SECONDS (default 60; 0: never); "
+                             "uses SIGALRM")
     parser.add_argument("-s", "--signal", default=DEFAULT_SIGNAL, metavar="SIGNAL",
                         help="write a snapshot when the process gets SIGNAL "
                              "(default SIGUSR1)")
@@ -76,7 +98,7 @@ USAGE = ("heaptrace run [options] script.py [args...]\n"
 
 #: Options of `run` that take a value (the next argument, unless given as
 #: --option=value).
-_VALUE_OPTIONS = {"-f", "--nframe", "-o", "--output", "-i", "--interval", "-s", "--signal",
+_VALUE_OPTIONS = {"-f", "--nframe", "-o", "--output", "--interval", "-s", "--signal",
                   "-k", "--keep"}
 
 
@@ -97,124 +119,51 @@ def split_argv(argv: list) -> tuple:
             return argv[:index + 2], argv[index + 2:]
         if arg.startswith("-m") and not arg.startswith("--"):
             return argv[:index + 1], argv[index + 1:]
+        if arg.startswith("-i") and not arg.startswith("--"):
+            # -i is --include in top, diff and trend; run has no short
+            # form for --interval, so that -i never means two things.
+            raise CLIError("run has no option -i: write --interval SECONDS "
+                           "(-i is --include in top, diff and trend)")
         if not arg.startswith("-") or arg == "-":
             return argv[:index], argv[index:]
         index += 2 if arg in _VALUE_OPTIONS else 1
     return argv, []
 
 
-def _parse_signal(name: str) -> signal.Signals:
+def _parse_signal(name: str, interval: float) -> signal.Signals:
     text = name.upper()
     try:
-        return signal.Signals(int(text)) if text.isdigit() else signal.Signals[
+        signum = signal.Signals(int(text)) if text.isdigit() else signal.Signals[
             text if text.startswith("SIG") else "SIG" + text]
     except (KeyError, ValueError):
         raise CLIError(f"--signal: unknown signal {name!r}") from None
+    if signum not in signal.valid_signals():
+        raise CLIError(f"--signal: {signum.name} is not a signal of this system")
+    why = _UNUSABLE_SIGNALS.get(signum.name)
+    if why is not None:
+        raise CLIError(f"--signal: {signum.name} {why}; choose another signal "
+                       f"(default {DEFAULT_SIGNAL})")
+    if signum.name == "SIGALRM" and interval > 0:
+        raise CLIError("--signal: SIGALRM is the timer of --interval; choose another "
+                       "signal, or give --interval 0")
+    return signum
 
 
-class Snapshotter:
-    """Writes snapshots into a folder: on demand, periodically, on a signal.
-
-    ``take`` is serialised by a lock, so the periodic thread, the signal
-    and the exit never write at the same time.
-    """
-
-    def __init__(self, api, folder: str, keep: int, emit):
-        self.api = api
-        self.folder = folder
-        self.keep = keep
-        self.emit = emit
-        self.lock = threading.Lock()   # protects sequence and files
-        self.sequence = 0
-        self.files: list = []
-        self.written = 0
-        self.wake = threading.Event()
-        self.stopping = False
-        self.exit_code: Optional[int] = None
-        self.filters = own_filters(api)
-        # Compile the patterns now, before tracing starts: fnmatch caches
-        # them, and that cache would otherwise show up in the snapshots.
-        for trace_filter in self.filters:
-            fnmatch.fnmatch("", trace_filter.filename_pattern)
-
-    def take(self, reason: str) -> Optional[str]:
-        """Write one snapshot; on failure, say so and carry on."""
-        with self.lock:
-            self.sequence += 1
-            name = f"heaptrace-{os.getpid()}-{self.sequence:06d}.snap"
-            path = os.path.join(self.folder, name)
-            partial = os.path.join(self.folder, f".{name}.partial")
-            try:
-                # heaptrace's own blocks (this thread's work) are left out.
-                snapshot = self.api.take_snapshot().filter_traces(self.filters)
-                snapshot.timestamp = time.time()
-                snapshot.dump(partial)
-                os.replace(partial, path)
-            except Exception as error:
-                self.emit("error", f"could not write {path}: {one_line(error)}", path=path)
-                return None
-            del snapshot
-            self.written += 1
-            self.files.append(path)
-            while self.keep and len(self.files) > self.keep:
-                try:
-                    os.remove(self.files.pop(0))
-                except OSError:
-                    pass
-            self.emit("snapshot", None, path=path, reason=reason,
-                      timestamp=time.time())
-            return path
-
-    def start(self, interval: float, signum: Optional[signal.Signals]) -> None:
-        """Start the background thread (if anything needs it) and the signal handler."""
-        if signum is not None:
-            signal.signal(signum, lambda number, frame: self.wake.set())
-        if interval > 0 or signum is not None:
-            thread = threading.Thread(target=self._loop, args=(interval,),
-                                      name="heaptrace-snapshots", daemon=True)
-            thread.start()
-
-    def _loop(self, interval: float) -> None:
-        while True:
-            woken = self.wake.wait(interval if interval > 0 else None)
-            if self.stopping:
-                return
-            self.wake.clear()
-            self.take("signal" if woken else "periodic")
-
-    def finish(self) -> None:
-        """At exit: stop the thread, write the final snapshot, say where they went."""
-        self.stopping = True
-        self.wake.set()
-        self.take("exit")
-        kept = len(self.files)
-        text = (f"wrote {plural(self.written, 'snapshot')} to {self.folder}")
-        if kept:
-            text += (f" ({os.path.basename(self.files[0])} to "
-                     f"{os.path.basename(self.files[-1])})" if kept > 1
-                     else f" ({os.path.basename(self.files[0])})")
-        if self.keep and self.written > kept:
-            text += f"; kept the newest {kept}"
-        self.emit("exit", text, folder=self.folder, snapshots=list(self.files),
-                  written=self.written, exit_code=self.exit_code)
-
-
-def _make_emitter(as_json: bool):
-    """Messages to stderr: plain lines, or one JSON object per line."""
-
-    def emit(event: str, text: Optional[str], **fields) -> None:
-        if as_json:
-            line = json.dumps({"event": event, **fields, **({"message": text} if text else {})})
-        elif text is None:
-            return
-        else:
-            line = f"heaptrace: {text}"
-        try:
-            print(line, file=sys.stderr, flush=True)
-        except (OSError, ValueError):
-            pass
-
-    return emit
+def _check_folder(shown: str, folder: str) -> None:
+    """Create the output folder and make sure a file can be written there."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise CLIError(f"{shown}: cannot create the folder ({one_line(error)})") from None
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".heaptrace-probe-", dir=folder)
+    except OSError as error:
+        raise CLIError(f"{shown}: cannot write snapshots there ({one_line(error)})") from None
+    os.close(handle)
+    try:
+        os.remove(probe)
+    except OSError:
+        pass
 
 
 def execute(args) -> int:
@@ -224,33 +173,30 @@ def execute(args) -> int:
         raise CLIError("--nframe must be at least 1")
     if args.interval < 0:
         raise CLIError("--interval must be 0 or more")
+    if args.interval > 0 and not hasattr(signal, "setitimer"):
+        raise CLIError("--interval needs signal.setitimer, which this system lacks; "
+                       "give --interval 0")
     if args.keep < 0:
         raise CLIError("--keep must be 0 or more")
     signum = None
     if not args.no_signal and (args.signal != DEFAULT_SIGNAL or hasattr(signal, DEFAULT_SIGNAL)):
-        signum = _parse_signal(args.signal)
+        signum = _parse_signal(args.signal, args.interval)
     if args.module is not None:
-        _check_module(args.module)
         shown = f"-m {args.module}"
-        argv = [args.module] + list(args.program)
+        code, module, path0, argv0 = _prepare_module(args.module)
     else:
-        script = args.program[0]
-        if not os.path.exists(script):
-            raise CLIError(f"{script}: no such file")
-        shown = script
-        argv = list(args.program)
+        shown = args.program[0]
+        code, module, path0, argv0 = _prepare_script(args.program[0])
+    argv = [argv0] + list(args.program[1:] if args.module is None else args.program)
     folder = os.path.abspath(args.output)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as error:
-        raise CLIError(f"{args.output}: cannot create the folder ({one_line(error)})") from None
+    _check_folder(args.output, folder)
     api = _api()
-    emit = _make_emitter(args.json)
+    emit = make_emitter(args.json)
+    # Everything heaptrace keeps is made before tracing starts.
     snapshotter = Snapshotter(api, folder, args.keep, emit)
-    if not api.is_tracing():
-        api.start(args.nframe)
+    snapshotter.install(signum, args.interval)
+    snapshotter.warm_up(args.nframe)
     atexit.register(snapshotter.finish)
-    snapshotter.start(args.interval, signum)
     when = []
     if args.interval > 0:
         when.append(f"every {args.interval:g} s")
@@ -261,41 +207,107 @@ def execute(args) -> int:
                   f"{', '.join(when)}",
          pid=os.getpid(), folder=folder, nframe=args.nframe, interval=args.interval,
          signal=signum.name if signum else None, keep=args.keep)
-    code = _run_program(args.module, argv)
+    sys.argv = argv
+    if sys.path:
+        sys.path[0] = path0
+    else:
+        sys.path.append(path0)
+    sys.modules["__main__"] = module
+    if not api.is_tracing():
+        api.start(args.nframe)
+    snapshotter.begin(args.interval)
+    code = _run_program(code, module, snapshotter)
     snapshotter.exit_code = code
     return code
 
 
-def _check_module(name: str) -> None:
-    sys.path.insert(0, os.getcwd())
+def _compile_failed(what: str, error: BaseException) -> CLIError:
+    return CLIError(f"{what}: {one_line(error)}", EXIT_TARGET_FAILED)
+
+
+def _prepare_script(script: str) -> tuple:
+    """(code, __main__ module, sys.path[0], sys.argv[0]) for ``python script``."""
+    if not os.path.exists(script):
+        raise CLIError(f"{script}: no such file")
+    if os.path.isdir(script) or zipfile.is_zipfile(script):
+        # A folder or zip file with a __main__.py, found on it as python does.
+        spec = importlib.machinery.PathFinder.find_spec("__main__", [script])
+        if spec is None or spec.loader is None:
+            raise CLIError(f"{script}: no __main__ module in it")
+        try:
+            code = spec.loader.get_code("__main__")
+        except (ImportError, SyntaxError, ValueError) as error:
+            raise _compile_failed(script, error) from None
+        module = _main_module(spec.origin, spec.loader, spec, "", getattr(spec, "cached", None))
+        return code, module, script, script
+    path = os.path.abspath(script)
+    try:
+        with io.open_code(path) as stream:
+            data = stream.read()
+    except OSError as error:
+        raise CLIError(f"{script}: cannot read it ({one_line(error)})") from None
+    try:
+        if data[:4] == importlib.util.MAGIC_NUMBER:
+            code = marshal.loads(data[16:])
+            loader = importlib.machinery.SourcelessFileLoader("__main__", path)
+        else:
+            code = compile(data, path, "exec", dont_inherit=True)
+            loader = importlib.machinery.SourceFileLoader("__main__", path)
+    except (SyntaxError, ValueError, EOFError, TypeError) as error:
+        raise _compile_failed(script, error) from None
+    module = _main_module(path, loader, None, None, None)
+    return code, module, os.path.dirname(os.path.realpath(script)), script
+
+
+def _prepare_module(name: str) -> tuple:
+    """(code, __main__ module, sys.path[0], sys.argv[0]) for ``python -m name``."""
+    cwd = os.getcwd()
+    sys.path.insert(0, cwd)
     try:
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.submodule_search_locations is not None:
             spec = importlib.util.find_spec(name + ".__main__")
     except (ImportError, ValueError):
         spec = None
+    except Exception as error:   # the package's __init__ failed
+        raise CLIError(f"importing {name} failed: {one_line(error)}",
+                       EXIT_TARGET_FAILED) from None
     finally:
         sys.path.pop(0)
-    if spec is None:
+    if spec is None or spec.loader is None:
         raise CLIError(f"{name}: no such module (or package without __main__)")
-
-
-def _run_program(module: Optional[str], argv: list) -> int:
-    """Run the program as Python would; return its exit status."""
-    sys.argv = argv
     try:
-        if module is not None:
-            sys.path.insert(0, os.getcwd())
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-        else:
-            sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
-            runpy.run_path(argv[0], run_name="__main__")
+        code = spec.loader.get_code(spec.name)
+    except (ImportError, SyntaxError, ValueError) as error:
+        raise _compile_failed(name, error) from None
+    if code is None:
+        raise CLIError(f"{name}: no code to run (a namespace package?)")
+    module = _main_module(spec.origin, spec.loader, spec, spec.parent, spec.cached)
+    return code, module, cwd, spec.origin
+
+
+def _main_module(filename, loader, spec, package, cached) -> types.ModuleType:
+    module = types.ModuleType("__main__")
+    module.__dict__.update(__file__=filename, __cached__=cached, __loader__=loader,
+                           __package__=package, __spec__=spec, __builtins__=builtins)
+    return module
+
+
+def _run_program(code, module, snapshotter: Snapshotter) -> int:
+    """Run the program in its __main__ module, which stays in sys.modules (as
+    python leaves it) so that the exit snapshot sees its globals; return its
+    exit status.  Its exception, if any, is kept for the exit snapshot."""
+    try:
+        exec(code, module.__dict__)
     except SystemExit as exit_:
+        snapshotter.held = exit_
         return _exit_status(exit_.code)
     except KeyboardInterrupt as error:
+        snapshotter.held = error
         _print_program_error(error)
         return 130
     except BaseException as error:
+        snapshotter.held = error
         _print_program_error(error)
         return EXIT_TARGET_FAILED
     return 0
@@ -311,7 +323,7 @@ def _exit_status(code) -> int:
 
 
 def _print_program_error(error: BaseException) -> None:
-    """Print the program's traceback, without heaptrace's and runpy's frames."""
+    """Print the program's traceback, without heaptrace's frames."""
     tb = error.__traceback__
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename

@@ -4,11 +4,16 @@ Examples:
   heaptrace trend heaptrace-snapshots/
   heaptrace trend snaps/heaptrace-4242-*.snap --group-by traceback
   heaptrace trend heaptrace-snapshots/ --all --json
+  heaptrace trend heaptrace-snapshots/ --pid 4242
 
 Give the snapshot files, or the folder that `heaptrace run` wrote them to
-(at least three snapshots).  A folder holding the snapshots of several runs
-is read for the latest run only.  Each snapshot's time is the one `run`
-stored in it, else the file's modification time.
+(at least three snapshots).  In a folder, the runs (processes) are kept
+apart by the pid in the file names: the latest run with at least three
+snapshots is read, a note names the others, and --pid PID picks one.
+Other *.snap files in the folder, and files that are not snapshots, are
+skipped with a note (a folder of hand-named snapshots only is read as one
+series).  Each snapshot's time is the one `run` stored in it, else the
+file's modification time.
 
 A leak is a site whose retained memory (the least it holds from a moment
 on) kept growing through the series, its second half included; a plateau
@@ -30,6 +35,7 @@ from ._common import (CLIError, Progress, add_filter_arguments, filter_snapshot,
 
 #: Names that `heaptrace run` gives its snapshots: pid and sequence number.
 SNAPSHOT_NAME = re.compile(r"^heaptrace-(\d+)-(\d+)\.snap$")
+MIN_SNAPSHOTS = 3
 KIND_ORDER = {LEAK: 0, PLATEAU: 1, NOISE: 2}
 GROUP_NAMES = {"lineno": "line", "filename": "file", "traceback": "traceback"}
 
@@ -49,42 +55,100 @@ def add_arguments(parser) -> None:
                              "(default 1024)")
     parser.add_argument("--full-paths", action="store_true",
                         help="show whole file names instead of their last two components")
+    parser.add_argument("--pid", type=int, metavar="PID",
+                        help="in a folder, read the run of process PID "
+                             "(default: the latest run with at least 3 snapshots)")
     parser.add_argument("--json", action="store_true",
                         help="print machine-readable JSON (see docs/json.md)")
     add_filter_arguments(parser)
 
 
-def snapshot_files(paths: list) -> tuple:
-    """The files to read, and a note about what was skipped (or None)."""
+class Selection:
+    """What trend reads: the files, the run (pid) they belong to, the runs
+    found in the folder, and notes on what was left out."""
+
+    def __init__(self, files, pid=None, runs=None, folder=None):
+        self.files = files
+        self.pid = pid
+        self.runs = runs or {}
+        self.folder = folder
+        self.notes: list = []
+        self.skipped: list = []    # [(path, reason)]
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append((path, reason))
+
+
+def snapshot_files(paths: list, pid=None) -> Selection:
+    """Choose the files to read (see the module help)."""
     if len(paths) == 1 and os.path.isdir(paths[0]):
-        folder = paths[0]
-        names = sorted(n for n in os.listdir(folder) if n.endswith(".snap"))
-        if not names:
-            raise CLIError(f"{folder}: no snapshots (*.snap) in this folder")
-        runs = {}
-        for name in names:
-            match = SNAPSHOT_NAME.match(name)
-            runs.setdefault(match.group(1) if match else None, []).append(
-                os.path.join(folder, name))
-        if len(runs) == 1:
-            return next(iter(runs.values())), None
-        latest = max(runs, key=lambda pid: max(os.path.getmtime(p) for p in runs[pid]))
-        others = len(runs) - 1
-        return runs[latest], (f"the folder holds {others + 1} runs; reading the latest "
-                              f"(pid {latest}); name files to choose others")
+        return _folder_files(paths[0], pid)
     for path in paths:
         if os.path.isdir(path):
             raise CLIError(f"{path}: is a directory; give one folder, or snapshot files")
-    return list(paths), None
+    if pid is not None:
+        raise CLIError("--pid chooses a run in a folder; give the folder, not files")
+    return Selection(list(paths))
+
+
+def _folder_files(folder: str, pid) -> Selection:
+    names = sorted(n for n in os.listdir(folder)
+                   if n.endswith(".snap") and os.path.isfile(os.path.join(folder, n)))
+    if not names:
+        raise CLIError(f"{folder}: no snapshots (*.snap) in this folder")
+    runs: dict = {}
+    others = []
+    for name in names:
+        match = SNAPSHOT_NAME.match(name)
+        if match:
+            runs.setdefault(int(match.group(1)), []).append(os.path.join(folder, name))
+        else:
+            others.append(os.path.join(folder, name))
+    if not runs:
+        if pid is not None:
+            raise CLIError(f"{folder}: no snapshots written by `heaptrace run`, so no pid "
+                           f"to choose")
+        return Selection(others, folder=folder)
+
+    def newest(run_pid):
+        return max(os.path.getmtime(path) for path in runs[run_pid])
+
+    if pid is not None:
+        if pid not in runs:
+            raise CLIError(f"{folder}: no run with pid {pid} (runs here: "
+                           f"{_run_list(runs)})")
+        chosen = pid
+    else:
+        enough = [p for p in runs if len(runs[p]) >= MIN_SNAPSHOTS]
+        chosen = max(enough or runs, key=newest)
+    selection = Selection(runs[chosen], chosen, runs, folder)
+    if len(runs) > 1:
+        selection.notes.append(f"the folder holds {len(runs)} runs ({_run_list(runs)}); "
+                               f"showing pid {chosen}; --pid PID shows another")
+    for path in others:
+        selection.skip(path, "not named like a snapshot of `heaptrace run`")
+    return selection
+
+
+def _run_list(runs: dict) -> str:
+    return ", ".join(f"pid {p}: {plural(len(files), 'snapshot')}"
+                     for p, files in sorted(runs.items()))
 
 
 def execute(args) -> int:
     if args.limit < 0:
         raise CLIError("--limit must be 0 or more")
-    files, note = snapshot_files(args.paths)
-    if len(files) < 3:
-        raise CLIError(f"trend needs at least 3 snapshots, got {len(files)}")
-    series = _read_series(files, args)
+    selection = snapshot_files(args.paths, args.pid)
+    _check_count(selection, len(selection.files))
+    series = _read_series(selection, args)
+    _check_count(selection, len(series))
+    if selection.skipped:
+        shown = ", ".join(f"{os.path.basename(path)} ({why})"
+                          for path, why in selection.skipped[:3])
+        more = len(selection.skipped) - 3
+        selection.notes.append(f"skipped {plural(len(selection.skipped), 'file')}: {shown}"
+                               + (f" and {more} more" if more > 0 else ""))
+    note = "; ".join(selection.notes) or None
     times = [when for when, _, _ in series]
     hours = [(when - times[0]) / 3600 for when in times]
     if hours[-1] <= 0:
@@ -104,23 +168,49 @@ def execute(args) -> int:
             "hours": hours[-1],
             "group_by": args.group_by,
             "note": note,
+            "pid": selection.pid,
+            "runs": [{"pid": p, "snapshots": len(f)} for p, f in sorted(selection.runs.items())],
+            "skipped": [{"path": path, "reason": why} for path, why in selection.skipped],
             "summary": counts,
             "sites": [_site_json(key, trend) for key, trend in sites],
         })
         return 0
-    _print_text(args, series, hours, sites, counts, note)
+    _print_text(args, series, hours, sites, counts, selection.notes)
     return 0
 
 
-def _read_series(files: list, args) -> list:
+def _check_count(selection: Selection, count: int) -> None:
+    if count >= MIN_SNAPSHOTS:
+        return
+    where = f" of pid {selection.pid}" if selection.pid is not None else ""
+    message = f"trend needs at least {MIN_SNAPSHOTS} snapshots, got {count}{where}"
+    if selection.skipped:
+        message += f" ({plural(len(selection.skipped), 'file')} skipped)"
+    if len(selection.runs) > 1:
+        message += f"; runs in {selection.folder}: {_run_list(selection.runs)}"
+    raise CLIError(message)
+
+
+def _read_series(selection: Selection, args) -> list:
     """[(time, path, {site key: bytes})] in time order; a key is a tuple of
-    (filename, lineno) pairs, most recent frame first."""
+    (filename, lineno) pairs, most recent frame first.  In a folder, a file
+    that cannot be read as a snapshot is skipped (and noted); a file named
+    on the command line must be one."""
+    files = selection.files
     progress = Progress()
     series = []
     try:
         for index, path in enumerate(files, 1):
             progress.update(f"heaptrace: reading snapshot {index}/{len(files)}: {path}")
-            snapshot = load_snapshot(path)
+            try:
+                snapshot = load_snapshot(path)
+            except CLIError as error:
+                if selection.folder is None:
+                    raise
+                reason = str(error)
+                selection.skip(path, reason[len(path) + 2:] if reason.startswith(path)
+                               else reason)
+                continue
             when = getattr(snapshot, "timestamp", None) or os.path.getmtime(path)
             table = {}
             for stat in filter_snapshot(snapshot, args).statistics(args.group_by):
@@ -175,12 +265,12 @@ def _duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def _print_text(args, series, hours, sites, counts, note) -> None:
+def _print_text(args, series, hours, sites, counts, notes) -> None:
     start = datetime.datetime.fromtimestamp(series[0][0]).strftime("%Y-%m-%d %H:%M:%S")
     print(f"{plural(len(series), 'snapshot')} over {_duration(hours[-1] * 3600)} "
           f"from {start}, grouped by {GROUP_NAMES[args.group_by]}")
-    if note:
-        print(f"Note: {note}")
+    for line in notes:
+        print(f"Note: {line}")
     listed = [(k, t) for k, t in sites if args.all or t.kind != NOISE]
     shown = listed[: args.limit] if args.limit else listed
     if shown:

@@ -23,3 +23,15 @@ class Handler:
 handler = Handler()
 
 NOT_CALLABLE = 42
+
+
+def needs_args(count, size=10):
+    return [bytearray(size) for _ in range(count)]
+
+
+class Client:
+    def ping(self):
+        return bytearray(10)
+
+
+client = Client()
