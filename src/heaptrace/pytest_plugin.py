@@ -113,6 +113,7 @@ class _Settings:
     limit_text: str = ""
     iterations: Optional[int] = None   # None: no leak check
     warmup: int = DEFAULT_WARMUP
+    error: Optional[str] = None
 
 
 def _read_limit(marker) -> tuple:
@@ -170,24 +171,59 @@ class _Plugin:
         # Per-test figures of --heaptrace, from this process or from the
         # xdist workers' reports: {nodeid: dict}.
         self.results = {}
+        # A collection report named a bad marker argument.
+        self.usage_error = False
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(self, collector):
+        # Markers are read as the tests are collected: a bad one turns the
+        # collection of its module into an error naming the test, which
+        # stops the run before any test and reaches the xdist controller as
+        # any collection error does (a UsageError would crash a worker).
+        outcome = yield
+        report = outcome.get_result()
+        if report.outcome != "passed":
+            return
+        errors = []
+        for node in report.result:
+            if isinstance(node, pytest.Item):
+                try:
+                    node.stash[_SETTINGS] = _settings(node, self.config)
+                except ValueError as exc:
+                    errors.append(f"{node.nodeid}: {exc}")
+        if errors:
+            report.outcome = "failed"
+            report.longrepr = ("heaptrace: bad marker arguments (usage error)\n"
+                               + "\n".join(errors))
+            report.result = []
+            report.heaptrace_usage_error = True
+
+    def pytest_collectreport(self, report):
+        if getattr(report, "heaptrace_usage_error", False):
+            self.usage_error = True
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session):
+        if self.usage_error:
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items):
-        errors = []
+        # Markers another plugin added after the collection are read here;
+        # a bad one fails its test when it runs.
         for item in items:
             try:
                 item.stash[_SETTINGS] = _settings(item, config)
             except ValueError as exc:
-                errors.append(f"{item.nodeid}: {exc}")
-        if errors:
-            raise pytest.UsageError(
-                "heaptrace: bad marker arguments\n" + "\n".join(errors))
+                item.stash[_SETTINGS] = _Settings(error=f"heaptrace: {item.nodeid}: {exc}")
 
     # -- the call phase ----------------------------------------------------
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item):
         settings = item.stash.get(_SETTINGS, None)
+        if settings is not None and settings.error is not None:
+            pytest.fail(settings.error, pytrace=False)
         patched = False
         if settings is not None and settings.iterations is not None:
             item.runtest = _leak_check(item, settings, item.runtest)
