@@ -41,6 +41,9 @@ SITE_FRAMES = 1
 #: Allocation sites shown per test in messages and in the session table.
 TOP_SITES = 5
 TABLE_SITES = 3
+#: Smallest site (bytes) the session table shows under a test: below it are
+#: pytest's own records of the test, made through the standard library.
+MIN_TABLE_SITE = 1024
 #: The limit check snapshots the heap when traced memory (above the start
 #: of the call) first passes this share of the limit, then each time it
 #: grows by this share again, so that the sites at the peak are known.
@@ -546,13 +549,14 @@ class _TestMemory:
             self.finish()
             sites = _sites(snapshot, self.baseline, skip_pytest=True)
             phases = item.stash.get(_PHASES, {})
-            phase = max(phases, key=lambda when: phases[when]._start + (phases[when].peak or 0),
-                        default="")
+            # The phase that rose the most above its own start.
+            phase = max(phases, key=lambda when: phases[when].peak or 0, default="")
             self.result = {
                 "peak": self.measurement.peak,
                 "kept": sum(site[2] for site in sites),
                 "phase": phase,
-                "sites": [list(site) for site in sites[:TABLE_SITES]],
+                "sites": [list(site) for site in sites[:TABLE_SITES]
+                          if site[2] >= MIN_TABLE_SITE],
             }
         return self.result
 
