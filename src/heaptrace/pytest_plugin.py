@@ -228,11 +228,17 @@ class _Plugin:
         if settings is not None and settings.error is not None:
             pytest.fail(settings.error, pytrace=False)
         patched = False
-        if settings is not None and settings.iterations is not None:
-            item.runtest = _leak_check(item, settings, item.runtest)
-            patched = True
-        if settings is not None and settings.limit is not None:
-            item.runtest = _limit_check(item, settings, item.runtest)
+        if settings is not None and (settings.limit is not None
+                                     or settings.iterations is not None):
+            runtest = first = item.runtest
+            if settings.limit is not None:
+                first = _limit_check(item, settings, runtest)
+            if settings.iterations is not None:
+                # The limit applies to the first call, before the leak
+                # check's own snapshots take memory.
+                item.runtest = _leak_check(item, settings, first, runtest)
+            else:
+                item.runtest = first
             patched = True
         try:
             with _phase(item, "call"):
@@ -427,8 +433,8 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _leak_check(item, settings: _Settings, runtest):
-    """``runtest`` replaced by a leak hunt that calls it many times."""
+def _leak_check(item, settings: _Settings, first, runtest):
+    """A leak hunt that calls ``first`` once, then ``runtest`` many times."""
 
     def check():
         calls = 0
@@ -440,7 +446,7 @@ def _leak_check(item, settings: _Settings, runtest):
                 _drop_captured(item.config)
             failures = _unittest_failures(item)
             try:
-                runtest()
+                (first if calls == 1 else runtest)()
             except (KeyboardInterrupt, pytest.exit.Exception):
                 raise
             except BaseException as exc:

@@ -81,6 +81,9 @@ def test_same_verdicts_with_xdist(run_sub, pytester):
     }
     assert {test: v[0] for test, v in verdicts(alone).items()} == expected
     assert verdicts(spread) == verdicts(alone)
+    # With a leak check too, the limit applies to the first call: the leak
+    # check's own snapshots do not count.
+    spread.stdout.fnmatch_lines(["*test_over_limit reached a peak of 2.0 MiB *"])
     spread.stdout.fnmatch_lines(["*test_not_repeatable cannot be checked for leaks*"])
     spread.stdout.fnmatch_lines(["*test_leaks leaks memory*"])
 
