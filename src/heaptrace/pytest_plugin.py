@@ -41,8 +41,9 @@ SITE_FRAMES = 1
 #: Allocation sites shown per test in messages and in the session table.
 TOP_SITES = 5
 TABLE_SITES = 3
-#: Smallest site (bytes) the session table shows under a test: below it are
-#: pytest's own records of the test, made through the standard library.
+#: Smallest site (bytes) shown after the first one, in the limit message and
+#: the session table: below it are pytest's own records of the test, made
+#: through the standard library.
 MIN_TABLE_SITE = 1024
 #: The limit check snapshots the heap when traced memory (above the start
 #: of the call) first passes this share of the limit, then each time it
@@ -365,6 +366,7 @@ def _limit_message(item, settings, peak, sampler, baseline) -> str:
              f"memory in its call phase, above its limit of {shown}"]
     if sampler.snapshot is not None:
         sites = _sites(sampler.snapshot, baseline, skip_pytest=True)[:TOP_SITES]
+        sites = sites[:1] + [site for site in sites[1:] if site[2] >= MIN_TABLE_SITE]
         lines.append(f"Largest allocation sites at {format_size(sampler.at)} "
                      f"(the highest moment sampled):")
         lines.extend(f"  {path}:{lineno}: {format_size(size)} in {count:,} "
