@@ -1,22 +1,24 @@
 """Helpers for the pytest plugin's tests: they run pytest on small projects."""
 
-import importlib.metadata
 import os
 import textwrap
 
 import pytest
 
-pytest_plugins = ["pytester"]
+import heaptrace
 
-SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "src"))
+# The pytester fixture comes from "-p pytester" in pyproject.toml's addopts:
+# pytest refuses pytest_plugins in a conftest below the root.
+
+# Where the heaptrace under test is imported from (the source tree or an
+# installed copy); the runs in subprocesses import the same one.
+HEAPTRACE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(heaptrace.__file__)))
 
 
-def plugin_installed() -> bool:
-    """Whether heaptrace is installed with its pytest11 entry point (as
-    scripts/test-all.sh installs it); otherwise the tests load the plugin
-    from the source tree with -p."""
-    return any(ep.value == "heaptrace.pytest_plugin"
-               for ep in importlib.metadata.entry_points(group="pytest11"))
+def installed() -> bool:
+    """Whether heaptrace is installed (as scripts/test-all.sh does it), so
+    that its pytest11 entry point loads the plugin."""
+    return "site-packages" in heaptrace.__file__.split(os.sep)
 
 
 def line_of(source: str, text: str) -> int:
@@ -35,11 +37,11 @@ def glob_escape(text: str) -> str:
 @pytest.fixture
 def run(pytester, monkeypatch):
     """run(*args, subprocess=False): pytest with the plugin on the project."""
-    extra = ["-p", "no:cacheprovider"]
-    if not plugin_installed():
-        extra += ["-p", "heaptrace.pytest_plugin"]
-        path = os.environ.get("PYTHONPATH")
-        monkeypatch.setenv("PYTHONPATH", SRC + (os.pathsep + path if path else ""))
+    # The plugin is loaded from the module, whether or not the entry point
+    # is visible from the project folder (test_entry_point checks that).
+    extra = ["-p", "no:cacheprovider", "-p", "no:heaptrace", "-p", "heaptrace.pytest_plugin"]
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", HEAPTRACE_DIR + (os.pathsep + path if path else ""))
 
     def run(*args, subprocess=False):
         if subprocess:

@@ -45,3 +45,18 @@ def test_no_table_without_the_option(run, pytester):
     result = run()
     result.assert_outcomes(passed=3)
     assert "heaptrace" not in result.stdout.str()
+
+
+def test_entry_point(pytester):
+    """Installing heaptrace is enough: pytest finds the plugin by itself."""
+    import pytest
+
+    from conftest import installed
+
+    if not installed():
+        pytest.skip("heaptrace is not installed (run through scripts/test-all.sh)")
+    result = pytester.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines(["*--heaptrace-leaks*", "*--heaptrace-top=N*"])
+    result = pytester.runpytest_subprocess("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.limit_memory(size): *",
+                                 "@pytest.mark.no_leaks(iterations=100, warmup=5): *"])
