@@ -2,7 +2,7 @@
 
 import heaptrace
 
-from conftest import glob_escape, line_of
+from plugin_helpers import glob_escape, line_of
 
 PROJECT = """
     import unittest

@@ -4,7 +4,7 @@ pytest runs in a subprocess here, as users run it: in-process, pytester's
 hook recorder keeps a record of every call of the test, which grows.
 """
 
-from conftest import glob_escape, line_of, outcomes
+from plugin_helpers import glob_escape, line_of, outcomes
 
 LEAKY = """
     import unittest

@@ -1,6 +1,8 @@
 """--heaptrace: the tests with the highest peak and the most memory kept."""
 
-from conftest import line_of
+import pytest
+
+from plugin_helpers import installed, line_of
 
 PROJECT = """
     _kept = []
@@ -49,10 +51,6 @@ def test_no_table_without_the_option(run, pytester):
 
 def test_entry_point(pytester):
     """Installing heaptrace is enough: pytest finds the plugin by itself."""
-    import pytest
-
-    from conftest import installed
-
     if not installed():
         pytest.skip("heaptrace is not installed (run through scripts/test-all.sh)")
     result = pytester.runpytest_subprocess("--help")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import outcomes
+from plugin_helpers import outcomes
 
 pytest.importorskip("xdist")
 
