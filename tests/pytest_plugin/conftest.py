@@ -16,7 +16,9 @@ def run(pytester, monkeypatch):
     """run(*args, subprocess=False): pytest with the plugin on the project."""
     # The plugin is loaded from the module, whether or not the entry point
     # is visible from the project folder (test_entry_point checks that).
-    extra = ["-p", "no:cacheprovider", "-p", "no:heaptrace", "-p", "heaptrace.pytest_plugin"]
+    # In-process, the module is already imported, which pytest warns about.
+    extra = ["-p", "no:cacheprovider", "-p", "no:heaptrace", "-p", "heaptrace.pytest_plugin",
+             "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     path = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", HEAPTRACE_DIR + (os.pathsep + path if path else ""))
 

@@ -46,7 +46,7 @@ def test_no_table_without_the_option(run, pytester):
     pytester.makepyfile(test_project=PROJECT)
     result = run()
     result.assert_outcomes(passed=3)
-    assert "heaptrace" not in result.stdout.str()
+    assert "memory per test" not in result.stdout.str()
 
 
 def test_entry_point(pytester):
