@@ -116,10 +116,13 @@ def _series(args):
 
     if args.min_growth < 0:
         raise CLIError("--min-growth must be 0 or more")
-    files, note = trend_cli.snapshot_files(args.paths)
-    if len(files) < 3:
-        raise CLIError(f"a series needs at least 3 snapshots, got {len(files)}")
-    series = trend_cli._read_series(files, args)
+    selection = trend_cli.snapshot_files(args.paths, getattr(args, "pid", None))
+    if len(selection.files) < 3:
+        raise CLIError(f"a series needs at least 3 snapshots, got {len(selection.files)}")
+    series = trend_cli._read_series(selection, args)
+    if selection.skipped:
+        selection.notes.append(f"skipped {len(selection.skipped)} file(s) that are not snapshots")
+    note = "; ".join(selection.notes) or None
     times = [when for when, _, _ in series]
     hours = [(when - times[0]) / 3600 for when in times]
     if hours[-1] <= 0:
