@@ -53,11 +53,41 @@ from heaptrace._core import (  # noqa: F401,E402
     get_tracemalloc_memory,
     is_tracing,
     reset_peak,
-    start,
     stop,
     track,
     untrack,
+    NATIVE_DOMAIN,
 )
+
+
+def start(nframe=1, /, *, native=False):
+    """Start tracing Python memory allocations.
+
+    Also set the maximum number of frames stored in the traceback of a
+    trace to nframe.
+
+    With ``native=True``, also trace the memory that C extensions and the
+    libraries they load take from ``malloc`` and its family and from
+    anonymous ``mmap``, under the domain ``NATIVE_DOMAIN``, each block with
+    the Python traceback of the thread that asked for it.  Raises
+    RuntimeError where that cannot be done (not Linux with glibc), leaving
+    tracing as it was.  Already tracing: the traceback limit stays, and
+    ``native=True`` adds native tracing.
+    """
+    was_tracing = _core.is_tracing()
+    _core.start(nframe)
+    if native:
+        try:
+            _core._native_start()
+        except BaseException:
+            if not was_tracing:
+                _core.stop()
+            raise
+
+
+def is_native():
+    """Return True if native memory (malloc, mmap) is being traced."""
+    return _core._native_status()[0]
 
 __version__ = "0.1.0"
 
@@ -94,6 +124,9 @@ __all__ = [
     "track",
     "untrack",
     "get_include",
+    # heaptrace extras: native memory (start(native=True)).
+    "NATIVE_DOMAIN",
+    "is_native",
     # Raised by Snapshot.load for a file that is not a valid snapshot.
     "SnapshotFormatError",
 ]

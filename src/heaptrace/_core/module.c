@@ -16,6 +16,7 @@
 #include "snapdata.h"
 #include "snapobj.h"
 #include "pytrack.h"
+#include "native.h"
 #include "../include/heaptrace.h"
 
 #include <limits.h>
@@ -485,6 +486,42 @@ ht_py_fail_allocations(PyObject *Py_UNUSED(module), PyObject *arg)
 }
 #endif
 
+PyDoc_STRVAR(native_start_doc,
+"_native_start($module, /)\n--\n\n"
+"Trace the memory that C code takes from the malloc family and anonymous\n"
+"mmap, under NATIVE_DOMAIN (heaptrace.start(native=True) calls this).\n"
+"Raises RuntimeError if not tracing or if the platform cannot do it; the\n"
+"process is then left as it was.");
+
+static PyObject *
+ht_py_native_start(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    CHECK_HOOKS();
+    if (!ht_tracer_is_tracing()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "native tracing needs tracing on: call start() first");
+        return NULL;
+    }
+    char err[200];
+    if (ht_native_start(err, sizeof(err)) < 0) {
+        PyErr_SetString(PyExc_RuntimeError, err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(native_status_doc,
+"_native_status($module, /)\n--\n\n"
+"(on, slots redirected, native blocks that could not be recorded).");
+
+static PyObject *
+ht_py_native_status(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(Onn)", ht_tracer_native_on() ? Py_True : Py_False,
+                         (Py_ssize_t)ht_native_slots(),
+                         (Py_ssize_t)ht_tracer_native_lost());
+}
+
 static PyMethodDef ht_methods[] = {
     {"start", (PyCFunction)(void (*)(void))ht_py_start, METH_FASTCALL, start_doc},
     {"stop", ht_py_stop, METH_NOARGS, stop_doc},
@@ -503,6 +540,8 @@ static PyMethodDef ht_methods[] = {
     {"_take_snapshot_data", ht_py_take_snapshot_data, METH_NOARGS, take_snapshot_data_doc},
     {"track", (PyCFunction)(void (*)(void))ht_py_track, METH_FASTCALL, track_doc},
     {"untrack", (PyCFunction)(void (*)(void))ht_py_untrack, METH_FASTCALL, untrack_doc},
+    {"_native_start", ht_py_native_start, METH_NOARGS, native_start_doc},
+    {"_native_status", ht_py_native_status, METH_NOARGS, native_status_doc},
     {"_pytrack_status", ht_py_pytrack_status, METH_NOARGS,
      "(GOT slots of PyTraceMalloc_Track/Untrack redirected now, last error or None)"},
 #ifdef HT_FAULT_INJECTION
@@ -544,6 +583,7 @@ PyInit__core(void)
         return NULL;
     }
     if (PyModule_AddIntConstant(m, "MAX_NFRAME", HT_MAX_NFRAME) < 0
+        || PyModule_AddIntConstant(m, "NATIVE_DOMAIN", (long)HT_NATIVE_DOMAIN) < 0
         || PyModule_AddIntConstant(m, "FAST_FRAMES", HT_FAST_FRAMES) < 0
         || PyModule_AddIntConstant(m, "DETACHED_TRACEBACKS", HT_WALK_DETACHED) < 0
         || PyModule_AddIntConstant(m, "FAULT_INJECTION",

@@ -10,6 +10,7 @@
 #include "hooks.h"
 #include "alloc.h"
 #include "pytrack.h"
+#include "native.h"
 
 #include <stdatomic.h>
 #include <string.h>
@@ -43,6 +44,15 @@ static _Atomic size_t mem_peak;
 static _Atomic int foreign_seen;
 
 static uint64_t generation;             /* GIL */
+
+/* Set while native tracing is on (ht_tracer_native): blocks of the NATIVE
+ * domain may then be freed through Python's RAW allocator (PyMem_RawFree
+ * is free) or reported with PyTraceMalloc_Track, and must leave the native
+ * table.  Written with the GIL and the raw lock held; read under either. */
+static _Atomic int native_on;
+/* Native blocks that could not be recorded (the table could not grow):
+ * the allocation went ahead untraced.  Raw lock. */
+static size_t native_lost;
 
 /* ---- counters -------------------------------------------------------------- */
 
@@ -140,13 +150,32 @@ ht_tracer_add_raw(void *ptr, size_t size, int foreign)
     return rc;
 }
 
+static ht_table *domain_table(unsigned int domain, int create);
+
+/* Forget a block's native trace, if any.  Raw lock held. */
+static void
+drop_native_locked(uintptr_t ptr)
+{
+    if (!atomic_load_explicit(&native_on, memory_order_relaxed)) {
+        return;
+    }
+    ht_table *t = domain_table(HT_NATIVE_DOMAIN, 0);
+    size_t size;
+    if (t != NULL && ht_table_remove(t, ptr, &size)) {
+        set_mem_raw();
+    }
+}
+
 static void
 remove_raw_locked(void *ptr)
 {
     size_t size;
     if (ht_table_remove(&raw_traces, (uintptr_t)ptr, &size)) {
         set_mem_raw();
+        return;
     }
+    /* (A block that C code took with malloc, handed to PyMem_RawFree.) */
+    drop_native_locked((uintptr_t)ptr);
 }
 
 void
@@ -180,6 +209,9 @@ ht_tracer_take_raw(void *ptr, size_t *size, uint32_t *tb)
         *size = out.size;
         *tb = out.tb;
         found = 1;
+    }
+    else {
+        drop_native_locked((uintptr_t)ptr);
     }
     pthread_mutex_unlock(&ht_raw_lock);
     return found;
@@ -244,6 +276,11 @@ track_locked(unsigned int domain, uintptr_t ptr, size_t size)
     if (ht_table_put(t, ptr, size, tb, &old) < 0) {
         return -1;
     }
+    if (domain != HT_NATIVE_DOMAIN) {
+        /* Reported memory that came from malloc (NumPy's data): counted
+         * once, in the domain it was reported in. */
+        drop_native_locked(ptr);
+    }
     set_mem_raw();
     return 0;
 }
@@ -275,6 +312,7 @@ ht_tracer_track(unsigned int domain, uintptr_t ptr, size_t size)
     if (atomic_load_explicit(&tracing, memory_order_relaxed)) {
         if (ts != NULL) {
             untrack_locked(0, ptr);
+            drop_native_locked(ptr);
             rc = 0;
         }
         else {
@@ -322,6 +360,91 @@ ht_tracer_untrack(unsigned int domain, uintptr_t ptr)
     return rc;
 }
 
+/* ---- native blocks (native.c) ---------------------------------------------- */
+
+int
+ht_tracer_add_native(void *ptr, size_t size)
+{
+    int rc = 0;
+    pthread_mutex_lock(&ht_raw_lock);
+    if (atomic_load_explicit(&native_on, memory_order_relaxed)) {
+        rc = -1;
+        ht_table *t = domain_table(HT_NATIVE_DOMAIN, 1);
+        if (t != NULL) {
+            uint32_t tb = capture_any();
+            size_t old;
+            rc = ht_table_put(t, (uintptr_t)ptr, size, tb, &old);
+        }
+        if (rc == 0) {
+            set_mem_raw();
+        }
+        else {
+            native_lost++;
+        }
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+    return rc;
+}
+
+int
+ht_tracer_take_native(void *ptr, size_t *size, uint32_t *tb)
+{
+    ht_trace_out out;
+    int found = 0;
+    pthread_mutex_lock(&ht_raw_lock);
+    ht_table *t = domain_table(HT_NATIVE_DOMAIN, 0);
+    if (t != NULL && ht_table_get(t, (uintptr_t)ptr, &out)) {
+        size_t removed;
+        ht_table_remove(t, (uintptr_t)ptr, &removed);
+        set_mem_raw();
+        *size = out.size;
+        *tb = out.tb;
+        found = 1;
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+    return found;
+}
+
+void
+ht_tracer_put_back_native(void *ptr, size_t size, uint32_t tb)
+{
+    pthread_mutex_lock(&ht_raw_lock);
+    if (atomic_load_explicit(&native_on, memory_order_relaxed)) {
+        ht_table *t = domain_table(HT_NATIVE_DOMAIN, 1);
+        size_t old;
+        if (t != NULL && ht_table_put(t, (uintptr_t)ptr, size, tb, &old) == 0) {
+            set_mem_raw();
+        }
+        else {
+            native_lost++;
+        }
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+}
+
+void
+ht_tracer_native(int on)
+{
+    pthread_mutex_lock(&ht_raw_lock);
+    atomic_store(&native_on, on && atomic_load(&tracing));
+    pthread_mutex_unlock(&ht_raw_lock);
+}
+
+int
+ht_tracer_native_on(void)
+{
+    return atomic_load(&native_on);
+}
+
+size_t
+ht_tracer_native_lost(void)
+{
+    pthread_mutex_lock(&ht_raw_lock);
+    size_t n = native_lost;
+    pthread_mutex_unlock(&ht_raw_lock);
+    return n;
+}
+
 /* ---- lifecycle ------------------------------------------------------------- */
 
 /* Forget every trace and traceback.  GIL held.  The references the intern
@@ -341,6 +464,7 @@ clear_all(void)
     domains = NULL;
     ndomains = 0;
     ht_intern_clear(&garbage);
+    native_lost = 0;
     atomic_store(&mem_gil, 0);
     atomic_store(&mem_raw, 0);
     atomic_store(&mem_peak, 0);
@@ -381,8 +505,10 @@ ht_tracer_stop(void)
     ht_hooks_record(0);
     ht_hooks_uninstall();
     ht_pytrack_uninstall();
+    ht_native_stop();
     pthread_mutex_lock(&ht_raw_lock);
     atomic_store(&tracing, 0);
+    atomic_store(&native_on, 0);
     pthread_mutex_unlock(&ht_raw_lock);
     clear_all();
 }

@@ -117,6 +117,37 @@ int ht_tracer_export(ht_export *out);
 int ht_tracer_track(unsigned int domain, uintptr_t ptr, size_t size);
 int ht_tracer_untrack(unsigned int domain, uintptr_t ptr);
 
+/* ---- native blocks (native.c) --------------------------------------------- */
+
+/* The domain of blocks that C code takes from the malloc family or from
+ * anonymous mmap (heaptrace.NATIVE_DOMAIN). */
+#define HT_NATIVE_DOMAIN 0x4e415456u
+
+/* Record a native block.  Any thread, GIL or not; never call with the raw
+ * lock held.  Returns 0, or -1 when not recorded: native tracing is off, or
+ * the table could not grow (then counted in ht_tracer_native_lost; the
+ * caller keeps the block, untraced). */
+int ht_tracer_add_native(void *ptr, size_t size);
+
+/* Take a native block's trace out (before the block is freed or moved);
+ * 1 if it was traced.  Any thread.  Never fails. */
+int ht_tracer_take_native(void *ptr, size_t *size, uint32_t *tb);
+
+/* Put a trace back (a reallocation failed, or the tail of a partly
+ * unmapped region).  Any thread.  Never fails: a trace that cannot be
+ * stored is counted as lost. */
+void ht_tracer_put_back_native(void *ptr, size_t size, uint32_t tb);
+
+/* Switch native recording on (only while tracing) or off.  With it on, a
+ * block of the native table also leaves it when it is freed through
+ * Python's RAW allocator or reported with track().  GIL held.  Never
+ * fails. */
+void ht_tracer_native(int on);
+int ht_tracer_native_on(void);
+
+/* Native blocks not recorded since tracing started or was cleared. */
+size_t ht_tracer_native_lost(void);
+
 /* Register the fork handlers.  0, or -1 with an exception set. */
 int ht_tracer_init_once(void);
 
