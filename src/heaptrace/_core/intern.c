@@ -619,6 +619,26 @@ detstr_intern(PyObject *s)
     return id;
 }
 
+/* Frames already resolved by a detached capture: (code, offset) -> (file
+ * id, line), direct-mapped.  A thread in C code with the GIL released
+ * (ctypes, an extension's heavy loop) calls malloc many times from the same
+ * Python line; computing the line means scanning the code's line table,
+ * so it is done once per entry.  A code object freed and another made at
+ * its address would have to match its line table, file name object, first
+ * line and offset too to be mistaken for it.  Raw lock; emptied by
+ * ht_intern_clear. */
+#define HT_DETLINES 512
+typedef struct {
+    const PyCodeObject *code;
+    const void *linetable;
+    const void *filename;
+    int firstlineno;
+    int lasti;
+    uint32_t file;
+    uint32_t line;
+} ht_detline;
+static ht_detline det_lines[HT_DETLINES];
+
 static uint32_t unknown_detstr = (uint32_t)-1;
 
 static uint32_t
@@ -647,13 +667,33 @@ ht_intern_capture_detached(PyThreadState *ts)
     int more = 1;
     while (more && n < limit) {
         PyCodeObject *code = ht_walk_code(&w);
-        int line = PyCode_Addr2Line(code, ht_walk_lasti(&w) * (int)sizeof(_Py_CODEUNIT));
-        PyObject *name = code->co_filename;
-        uint32_t file = (name != NULL && PyUnicode_Check(name))
-                        ? detstr_intern(name) : detstr_unknown();
-        if (file == (uint32_t)-1) {
-            ht_walk_end(&w);
-            return HT_TB_UNKNOWN;
+        int lasti = ht_walk_lasti(&w);
+        ht_detline *c = &det_lines[(((uintptr_t)code >> 4) ^ (uintptr_t)lasti * 0x9E37u)
+                                   & (HT_DETLINES - 1)];
+        uint32_t file;
+        int line;
+        if (c->code == code && c->lasti == lasti && c->linetable == (void *)code->co_linetable
+            && c->filename == (void *)code->co_filename
+            && c->firstlineno == code->co_firstlineno) {
+            file = c->file;
+            line = (int)c->line;
+        }
+        else {
+            line = PyCode_Addr2Line(code, lasti * (int)sizeof(_Py_CODEUNIT));
+            PyObject *name = code->co_filename;
+            file = (name != NULL && PyUnicode_Check(name))
+                   ? detstr_intern(name) : detstr_unknown();
+            if (file == (uint32_t)-1) {
+                ht_walk_end(&w);
+                return HT_TB_UNKNOWN;
+            }
+            c->code = code;
+            c->lasti = lasti;
+            c->linetable = code->co_linetable;
+            c->filename = code->co_filename;
+            c->firstlineno = code->co_firstlineno;
+            c->file = file;
+            c->line = line < 0 ? 0 : (uint32_t)line;
         }
         det_buf[n].file = file;
         det_buf[n].lineno = line < 0 ? 0 : (uint32_t)line;
@@ -1084,6 +1124,7 @@ ht_intern_clear(ht_garbage *garbage)
         garbage_add(garbage, &cap, key_frame[k]);
     }
     memset(one_cache, 0, sizeof(one_cache));
+    memset(det_lines, 0, sizeof(det_lines));
     free(gil_cache);
     free(det_cache);
     free(detstr_cache);

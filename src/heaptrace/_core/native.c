@@ -151,9 +151,11 @@ static void
 hook_free(void *ptr)
 {
     if (ptr != NULL && recording()) {
-        size_t size;
-        uint32_t tb;
-        (void)take(ptr, &size, &tb);
+        int saved = errno;
+        busy = 1;
+        ht_tracer_remove_native(ptr);
+        busy = 0;
+        errno = saved;
     }
     real_free(ptr);
 }

@@ -406,6 +406,18 @@ ht_tracer_take_native(void *ptr, size_t *size, uint32_t *tb)
 }
 
 void
+ht_tracer_remove_native(void *ptr)
+{
+    pthread_mutex_lock(&ht_raw_lock);
+    ht_table *t = domain_table(HT_NATIVE_DOMAIN, 0);
+    size_t size;
+    if (t != NULL && ht_table_remove(t, (uintptr_t)ptr, &size)) {
+        set_mem_raw();
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+}
+
+void
 ht_tracer_put_back_native(void *ptr, size_t size, uint32_t tb)
 {
     pthread_mutex_lock(&ht_raw_lock);

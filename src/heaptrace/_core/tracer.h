@@ -133,6 +133,10 @@ int ht_tracer_add_native(void *ptr, size_t size);
  * 1 if it was traced.  Any thread.  Never fails. */
 int ht_tracer_take_native(void *ptr, size_t *size, uint32_t *tb);
 
+/* Forget a native block's trace, if any (the block is being freed).  Any
+ * thread.  Never fails. */
+void ht_tracer_remove_native(void *ptr);
+
 /* Put a trace back (a reallocation failed, or the tail of a partly
  * unmapped region).  Any thread.  Never fails: a trace that cannot be
  * stored is counted as lost. */
