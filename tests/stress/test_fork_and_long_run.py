@@ -174,7 +174,11 @@ def test_long_run_with_many_snapshots_stays_bounded(tmp_path):
     # Five times the rounds: a leak per round or per snapshot would
     # show as growth well beyond noise.
     assert own_late <= own_early * 1.25 + (1 << 20), marks
-    assert rss_late <= rss_early * 1.25 + (8 << 20), marks
+    # (Under AddressSanitizer the process keeps freed memory in quarantine,
+    # up to 256 MiB, so its resident size says nothing about leaks there;
+    # heaptrace's own memory, above, is still checked.)
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):
+        assert rss_late <= rss_early * 1.25 + (8 << 20), marks
     assert traced_late <= traced_early * 1.5 + (1 << 20), marks
     print("\nrss %.1f -> %.1f MiB, heaptrace's own %.1f -> %.1f MiB"
           % (rss_early / 2**20, rss_late / 2**20, own_early / 2**20, own_late / 2**20))
