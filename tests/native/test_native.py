@@ -331,3 +331,33 @@ def test_a_leaking_c_library_shows_in_statistics(libpath):
 def test_native_without_tracing_is_a_clear_error():
     with pytest.raises(RuntimeError, match="start"):
         heaptrace._core._native_start()
+
+
+def test_heaptrace_run_native_finds_a_c_library_leak(libpath, tmp_path):
+    prog = tmp_path / "prog.py"
+    prog.write_text(textwrap.dedent(f"""
+        import ctypes
+        lib = ctypes.CDLL({libpath!r})
+        lib.n_keep.argtypes = [ctypes.c_size_t]
+        for i in range(500):
+            lib.n_keep(10000)   # keeps a buffer per call
+    """))
+    out = tmp_path / "snaps"
+    proc = subprocess.run([sys.executable, "-m", "heaptrace", "run", "--native", "-o", str(out),
+                           str(prog)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert proc.returncode == 0, proc.stderr
+    snaps = sorted(out.glob("*.snap"))
+    snap = heaptrace.Snapshot.load(str(snaps[-1]))
+    native = snap.filter_traces([heaptrace.DomainFilter(True, NATIVE)])
+    top = native.statistics("lineno")[0]
+    assert top.traceback[0].filename == str(prog)
+    assert top.traceback[0].lineno == 6
+    assert top.size >= 500 * 10000
+    # Without --native, none of it is seen.
+    out2 = tmp_path / "snaps2"
+    subprocess.run([sys.executable, "-m", "heaptrace", "run", "-o", str(out2), str(prog)],
+                   check=True, capture_output=True, timeout=120,
+                   env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    snap2 = heaptrace.Snapshot.load(str(sorted(out2.glob("*.snap"))[-1]))
+    assert not [t for t in snap2.traces if t.domain == NATIVE]

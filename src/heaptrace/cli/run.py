@@ -73,6 +73,9 @@ def add_arguments(parser) -> None:
                         help="run a library module as a script, like python -m")
     parser.add_argument("-f", "--nframe", type=int, default=10, metavar="N",
                         help="frames per traceback (default 10)")
+    parser.add_argument("--native", action="store_true",
+                        help="also trace the memory C extensions and libraries take "
+                             "with malloc and mmap (heaptrace.start(native=True))")
     parser.add_argument("-o", "--output", default="heaptrace-snapshots", metavar="FOLDER",
                         help="where to write the snapshots (default ./heaptrace-snapshots, "
                              "created if needed)")
@@ -214,7 +217,10 @@ def execute(args) -> int:
         sys.path.append(path0)
     sys.modules["__main__"] = module
     if not api.is_tracing():
-        api.start(args.nframe)
+        try:
+            api.start(args.nframe, native=args.native)
+        except RuntimeError as error:
+            raise CLIError(f"--native: {error}") from None
     snapshotter.begin(args.interval)
     code = _run_program(code, module, snapshotter)
     snapshotter.exit_code = code
