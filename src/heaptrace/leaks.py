@@ -242,6 +242,7 @@ def find_leaks(func: Callable, /, *args, iterations: Optional[int] = None,
                nframe: int = 25, duration: float = DEFAULT_DURATION,
                max_memory: int = DEFAULT_MAX_MEMORY,
                progress: Optional[Callable[[str, int, int], None]] = None,
+               native: bool = False,
                **kwargs) -> LeakReport:
     """Call ``func(*args, **kwargs)`` many times and report the sites that leak.
 
@@ -255,6 +256,10 @@ def find_leaks(func: Callable, /, *args, iterations: Optional[int] = None,
       started, and stopped at the end).  If tracing is already on, it is left
       as it is, and its traceback limit is used.
     * ``max_memory``: bytes of growth after which the run stops early.
+    * ``native``: also trace the memory C extensions and libraries take
+      with ``malloc`` and ``mmap`` (``start(native=True)``), so that a C
+      library's leak is found too.  If tracing is already on, native
+      tracing is added to it (and left on).
     * ``progress``: called as ``progress(phase, done, total)`` with phase
       ``"warm-up"`` (calls so far, total 0 if automatic) or ``"measuring"``
       (snapshots so far, of ``snapshots``).
@@ -273,8 +278,10 @@ def find_leaks(func: Callable, /, *args, iterations: Optional[int] = None,
     api = _api()
     started = False
     if not api.is_tracing():
-        api.start(nframe)
+        api.start(nframe, native=native)
         started = True
+    elif native:
+        api.start(native=True)
     try:
         hunt = _Hunt(api, func, args, kwargs, iterations=iterations, warmup=warmup,
                      snapshots=snapshots, duration=duration, max_memory=max_memory,

@@ -361,3 +361,28 @@ def test_heaptrace_run_native_finds_a_c_library_leak(libpath, tmp_path):
                    env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     snap2 = heaptrace.Snapshot.load(str(sorted(out2.glob("*.snap"))[-1]))
     assert not [t for t in snap2.traces if t.domain == NATIVE]
+
+
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(HERE))),
+                       "examples", "native_leak.py")
+
+
+@pytest.mark.parametrize("target, native, leaks", [
+    ("handle_request", True, True),
+    ("handle_request_fixed", True, False),
+    ("handle_request", False, False),     # invisible without native tracing
+])
+def test_leaks_native_finds_a_c_library_leak(target, native, leaks):
+    cmd = [sys.executable, "-m", "heaptrace", "leaks", f"{EXAMPLE}:{target}", "--json",
+           "--iterations", "240"] + (["--native"] if native else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert proc.returncode == 0, proc.stderr
+    import json
+    report = json.loads(proc.stdout)
+    lines = [s["lineno"] for s in report["suspects"]]
+    if leaks:
+        assert lines and lines[0] == 24, report["suspects"]
+        assert report["suspects"][0]["size_per_iteration"] > 100_000
+    else:
+        assert lines == [], report["suspects"]

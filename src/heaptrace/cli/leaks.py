@@ -50,6 +50,9 @@ def add_arguments(parser) -> None:
                         metavar="SECONDS",
                         help=f"time to spend calling the function when --iterations is "
                              f"not given (default {DEFAULT_DURATION:g})")
+    parser.add_argument("--native", action="store_true",
+                        help="also trace what C extensions and libraries take with "
+                             "malloc and mmap")
     parser.add_argument("-l", "--limit", type=int, default=5, metavar="N",
                         help="show at most N suspects (default 5; the JSON has all)")
     parser.add_argument("--json", action="store_true",
@@ -168,10 +171,12 @@ def execute(args) -> int:
         else:
             progress.update(f"heaptrace: measuring {args.target}: snapshot {done}/{total}")
 
+    if args.native:
+        _check_native()
     try:
         report = find_leaks(func, iterations=args.iterations, warmup=args.warmup,
                             snapshots=args.snapshots, nframe=args.nframe,
-                            duration=args.duration, progress=show)
+                            duration=args.duration, progress=show, native=args.native)
     except KeyboardInterrupt:
         raise
     except BaseException as error:
@@ -184,3 +189,17 @@ def execute(args) -> int:
     else:
         print(report.format(limit=args.limit))
     return 0
+
+
+def _check_native() -> None:
+    """Fail before the target runs if native tracing cannot work here."""
+    import heaptrace
+
+    if heaptrace.is_tracing():
+        return
+    try:
+        heaptrace.start(1, native=True)
+    except RuntimeError as error:
+        raise CLIError(f"--native: {error}") from None
+    finally:
+        heaptrace.stop()
