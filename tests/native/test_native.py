@@ -48,6 +48,16 @@ void *n_mmap(size_t n) {
 }
 int n_munmap(void *p, size_t n) { return munmap(p, n); }
 
+#include <pthread.h>
+static void *thread_body(void *arg) { return malloc((size_t)arg); }
+/* malloc on a thread that C code created: no Python frames at all. */
+void *n_thread_malloc(size_t n) {
+    pthread_t t; void *p = 0;
+    if (pthread_create(&t, 0, thread_body, (void *)n) != 0) return 0;
+    pthread_join(t, &p);
+    return p;
+}
+
 /* A library that keeps a buffer per call: a leak. */
 static void **kept; static size_t nkept;
 void n_keep(size_t n) {
@@ -74,7 +84,7 @@ def libpath(tmp_path_factory):
     src = d / "libnat.c"
     src.write_text(LIB_C)
     out = str(d / "libnat.so")
-    subprocess.run([_compiler(), "-shared", "-fPIC", "-O1", "-o", out, str(src)],
+    subprocess.run([_compiler(), "-shared", "-fPIC", "-O1", "-o", out, str(src), "-pthread"],
                    check=True, capture_output=True)
     return out
 
@@ -89,6 +99,8 @@ def load(path):
         getattr(lib, name).restype = vp
         getattr(lib, name).argtypes = args
     lib.n_free.argtypes = [vp]
+    lib.n_thread_malloc.restype = vp
+    lib.n_thread_malloc.argtypes = [sz]
     lib.n_munmap.argtypes = [vp, sz]
     lib.n_keep.argtypes = [sz]
     return lib
@@ -386,3 +398,13 @@ def test_leaks_native_finds_a_c_library_leak(target, native, leaks):
         assert report["suspects"][0]["size_per_iteration"] > 100_000
     else:
         assert lines == [], report["suspects"]
+
+
+def test_a_thread_c_created_gets_an_unknown_traceback(libpath):
+    lib = load(libpath)
+    heaptrace.start(5, native=True)
+    p = lib.n_thread_malloc(23456)
+    found = at(native_traces(), 23456)
+    assert len(found) == 1
+    assert [(f.filename, f.lineno) for f in found[0].traceback] == [("<unknown>", 0)]
+    lib.n_free(p)
