@@ -153,3 +153,47 @@ def test_frames_in_their_prologue_are_left_out_as_by_the_standard_module():
         out[mod] = proc.stdout
     assert out["heaptrace"] == out["tracemalloc"]
     assert ", 0," not in out["heaptrace"]
+
+
+PROFILED = textwrap.dedent("""
+    import sys
+    if sys.argv[1] == "heaptrace":
+        import heaptrace as tm
+    else:
+        import tracemalloc as tm
+    seen = set()
+    def prof(frame, event, arg):
+        if event == "call" and frame.f_code.co_name in ("inner", "with_cell"):
+            b = bytes(3000)
+            tb = tm.get_object_traceback(b)
+            seen.add((tuple(f.lineno for f in tb), len(tb)))
+    def with_cell(x):
+        def inner():
+            return x
+        inner()
+        return inner
+    def outer():
+        return with_cell(1)
+    tm.start(10)
+    sys.setprofile(prof)
+    for i in range(5):
+        outer()
+    sys.setprofile(None)
+    print(sorted(seen))
+""")
+
+
+@pytest.mark.skipif(not heaptrace._core.FAST_FRAMES,
+                    reason="the public-API build does not trace inside its own hook")
+def test_profile_function_called_before_a_prologue_sees_what_the_standard_module_sees():
+    """A profile function runs at a frame's call event, before (3.11) or at
+    the end of (3.12+) its prologue: its allocations report the frames the
+    standard module reports."""
+    out = {}
+    for mod in ("heaptrace", "tracemalloc"):
+        proc = subprocess.run([sys.executable, "-c", PROFILED, mod],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        out[mod] = proc.stdout
+    assert out["heaptrace"] == out["tracemalloc"]
+    assert out["heaptrace"].strip() != "[]"

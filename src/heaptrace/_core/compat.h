@@ -131,6 +131,7 @@ ht_compat_holds_main_gil(void)
 
 typedef struct {
     _PyInterpreterFrame *f;
+    int exact;      /* frames below the top may be in their prologue */
 } ht_walk;
 
 static inline PyCodeObject *
@@ -145,9 +146,7 @@ ht_frame_code(_PyInterpreterFrame *f)
 
 /* Whether the standard module leaves a frame out of tracebacks: a frame
  * still running its prologue (making its cells, copying free variables),
- * which can be any frame of the chain on 3.11, where a collection, and so a
- * finalizer, can run inside an allocation of the prologue; and the C-stack
- * shims of 3.12+. */
+ * and the C-stack shims of 3.12+. */
 static inline int
 ht_frame_skipped(_PyInterpreterFrame *f)
 {
@@ -157,6 +156,40 @@ ht_frame_skipped(_PyInterpreterFrame *f)
     }
 #  endif
     return _PyFrame_IsIncomplete(f);
+}
+
+/* The top frame of a chain can be in its prologue at any time (its cells
+ * are allocated there).  A frame below the top can only if Python code ran
+ * during its prologue: on 3.11, a collection (finalizers, weakref and gc
+ * callbacks) that an allocation of the prologue started, or a trace or
+ * profile function called before the prologue; on 3.12 and later neither
+ * can happen (collections wait for the eval breaker, and the call events
+ * fire at RESUME, the end of the prologue).  Testing every frame costs a
+ * load of its code object, so frames below the top are tested only when
+ * one of those is going on ("exact"); otherwise only for being a shim. */
+static inline int
+ht_walk_exact_for(PyThreadState *ts)
+{
+#  if PY_VERSION_HEX < 0x030C0000
+    return ts->interp->gc.collecting || ts->cframe->use_tracing;
+#  else
+    (void)ts;
+    return 0;
+#  endif
+}
+
+static inline int
+ht_frame_hidden(_PyInterpreterFrame *f, int exact)
+{
+    if (exact) {
+        return ht_frame_skipped(f);
+    }
+#  if PY_VERSION_HEX >= 0x030C0000
+    return f->owner == FRAME_OWNED_BY_CSTACK;
+#  else
+    (void)f;
+    return 0;
+#  endif
 }
 
 static inline int
@@ -171,6 +204,7 @@ ht_walk_start(ht_walk *w, PyThreadState *ts)
         f = f->previous;
     }
     w->f = f;
+    w->exact = ht_walk_exact_for(ts);
     return f != NULL;
 }
 
@@ -178,7 +212,7 @@ static inline int
 ht_walk_next(ht_walk *w)
 {
     _PyInterpreterFrame *f = w->f->previous;
-    while (f != NULL && ht_frame_skipped(f)) {
+    while (f != NULL && ht_frame_hidden(f, w->exact)) {
         f = f->previous;
     }
     w->f = f;
@@ -192,27 +226,30 @@ static inline unsigned
 ht_walk_count(ht_walk *w, unsigned counted, unsigned cap)
 {
     _PyInterpreterFrame *f = w->f;
+    int exact = w->exact;
     while (f != NULL && counted < cap) {
-        counted += !ht_frame_skipped(f);
+        counted += !ht_frame_hidden(f, exact);
         f = f->previous;
     }
     w->f = NULL;
     return counted;
 }
 
-/* The frame a walk stands on, its caller, and how much it adds to
- * total_nframe (skipped frames add nothing): what a caller needs to follow
- * and count the chain itself (intern.c's chain memo). */
+/* The frame a walk stands on, whether it is exact (above), the caller of a
+ * frame, and how much a frame below the top adds to total_nframe (hidden
+ * frames add nothing): what a caller needs to follow and count the chain
+ * itself (intern.c's chain memo). */
 #define HT_FRAME_LINKS 1
 static inline void *ht_walk_frame(ht_walk *w) { return w->f; }
+static inline int ht_walk_is_exact(ht_walk *w) { return w->exact; }
 static inline void *ht_frame_previous(const void *f)
 {
     return ((const _PyInterpreterFrame *)f)->previous;
 }
 static inline unsigned
-ht_frame_weight(const void *f)
+ht_frame_weight(const void *f, int exact)
 {
-    return !ht_frame_skipped((_PyInterpreterFrame *)f);
+    return !ht_frame_hidden((_PyInterpreterFrame *)f, exact);
 }
 
 static inline PyCodeObject *ht_walk_code(ht_walk *w) { return ht_frame_code(w->f); }

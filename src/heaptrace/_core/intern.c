@@ -406,35 +406,35 @@ chain_find(const ht_chain *c, const void *f)
 /* The weight of the remembered frames from position top down to the
  * bottom, if the chain in memory from frame[top] (a live frame) still is
  * the remembered one; -1 if it is not. */
-static inline long
-chain_verify(const ht_chain *c, uint32_t top)
+static inline __attribute__((always_inline)) long
+chain_verify(const ht_chain *c, uint32_t top, int exact)
 {
     void *const *fr = c->frame;
     unsigned long add = 0;
     const void *g = fr[top];
     for (uint32_t k = top; k > 0; k--) {
         const void *below = fr[k - 1];
-        add += ht_frame_weight(g);
+        add += ht_frame_weight(g, exact);
         if (ht_frame_previous(g) != below) {
             return -1;
         }
         g = below;
     }
-    add += ht_frame_weight(g);
+    add += ht_frame_weight(g, exact);
     return ht_frame_previous(g) == NULL ? (long)add : -1;
 }
 
 /* total_nframe for a thread that has counted `counted` frames and stands
  * on frame f, not yet counted (f != NULL). */
-static unsigned
-count_chain(PyThreadState *ts, void *f, unsigned counted)
+static inline __attribute__((always_inline)) unsigned
+count_chain_as(PyThreadState *ts, void *f, unsigned counted, int exact)
 {
     ht_chain *c = &chains[((uintptr_t)ts >> 4) % HT_CHAIN_SLOTS];
     /* Short chains are cheaper to walk than to look up: unless the thread's
      * chain was long last time, the memo starts HT_CHAIN_SKIP frames down. */
     if (c->ts != ts || c->n < HT_CHAIN_DEEP) {
         for (int k = 0; k < HT_CHAIN_SKIP; k++) {
-            counted += ht_frame_weight(f);
+            counted += ht_frame_weight(f, exact);
             f = ht_frame_previous(f);
             if (f == NULL) {
                 return counted > HT_MAX_NFRAME ? HT_MAX_NFRAME : counted;
@@ -446,7 +446,7 @@ count_chain(PyThreadState *ts, void *f, unsigned counted)
         for (; f != NULL && seen < HT_CHAIN_MAX; f = ht_frame_previous(f)) {
             int j = chain_find(c, f);
             if (j >= 0) {
-                long add = chain_verify(c, (uint32_t)j);
+                long add = chain_verify(c, (uint32_t)j, exact);
                 if (add >= 0) {
                     if (seen > 0 && (uint32_t)j + 1 + seen <= HT_CHAIN_MAX) {
                         chain_stack(c, (uint32_t)j + 1, chain_scratch, seen);
@@ -457,7 +457,7 @@ count_chain(PyThreadState *ts, void *f, unsigned counted)
                 break;
             }
             chain_scratch[seen++] = f;
-            counted += ht_frame_weight(f);
+            counted += ht_frame_weight(f, exact);
         }
     }
     /* Walk (the rest of) the chain, and remember it if it fits. */
@@ -466,13 +466,21 @@ count_chain(PyThreadState *ts, void *f, unsigned counted)
             chain_scratch[seen] = f;
         }
         seen++;
-        counted += ht_frame_weight(f);
+        counted += ht_frame_weight(f, exact);
     }
     if (f == NULL && seen <= HT_CHAIN_MAX) {
         c->ts = ts;
         chain_stack(c, 0, chain_scratch, seen);
     }
     return counted > HT_MAX_NFRAME ? HT_MAX_NFRAME : counted;
+}
+
+/* (exact is almost always 0: a copy of the walk for each value, so that
+ * the common one costs nothing per frame.) */
+static unsigned
+count_chain(PyThreadState *ts, void *f, unsigned counted, int exact)
+{
+    return exact ? count_chain_as(ts, f, counted, 1) : count_chain_as(ts, f, counted, 0);
 }
 #endif
 
@@ -512,7 +520,7 @@ ht_intern_capture_gil(PyThreadState *ts)
         more = ht_walk_next(&w);
     }
 #ifdef HT_FRAME_LINKS
-    unsigned total = more ? count_chain(ts, ht_walk_frame(&w), (unsigned)n) : (unsigned)n;
+    unsigned total = more ? count_chain(ts, ht_walk_frame(&w), (unsigned)n, ht_walk_is_exact(&w)) : (unsigned)n;
     ht_walk_end(&w);
 #else
     unsigned total = count_rest(&w, more, n);
