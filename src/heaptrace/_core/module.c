@@ -16,6 +16,7 @@
 #include "snapdata.h"
 #include "snapobj.h"
 #include "pytrack.h"
+#include "refpath.h"
 #include "../include/heaptrace.h"
 
 #include <limits.h>
@@ -553,7 +554,8 @@ PyInit__core(void)
                                    0
 #endif
                                    ) < 0
-        || ht_snapobj_register(m) < 0) {
+        || ht_snapobj_register(m) < 0
+        || ht_refpath_register(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
