@@ -20,6 +20,18 @@ by hand (warm up, baseline snapshot, loop, ``gc.collect()``, second snapshot,
   frames (25 by default), and for each leaking line the call path whose
   memory grows is reported, not just the line.
 
+* **The site is inside a library**: a suspect is named at the innermost
+  frame of its traceback in the user's own code (not the standard library,
+  not an installed package), with the library frames kept under it.
+* **Memory that belongs to an object** (a set's table, a bytearray's
+  buffer; on 3.13 and newer also a dict's keys and a list's items) is
+  counted with the object, at the line that allocated the object.  On 3.13
+  and newer, objects handed out again from CPython's free lists are
+  re-traced to the line that reused them, for the duration of the hunt.
+* **Who keeps it**: for each suspect, the chain of references from a root
+  (a module global, a class attribute, a thread's frame) to one of its live
+  objects is searched in C, and reported as ``held_by``.
+
 Bytes decide, not blocks, so one block that is reallocated larger (a list
 or bytearray that grows) is a leak too.  Allocations made in other threads
 are traced and count.  The snapshots leave out heaptrace's own files, so the
@@ -36,7 +48,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 
-from .measure import _api, format_size, own_locations
+from . import heldby
+from .measure import _api, format_size, own_locations, user_frame_index
 from .trend import LEAK, classify, retained_floor, robust_slope
 
 __all__ = ["find_leaks", "LeakReport", "Suspect", "CallPath", "Dismissed", "Frame"]
@@ -111,6 +124,13 @@ class Suspect:
     reason: str
     #: Every call path to this line whose memory grew, the largest first.
     callers: list = field(default_factory=list)
+    #: Where the memory was allocated, when that is not the reported line
+    #: (the line is then the user's code that called into a library).
+    allocated_at: Optional[Frame] = None
+    #: The chain of references that keeps the leaked objects alive, root
+    #: first (``["module app.cache", "_CACHE", "[1234]"]``), or None when no
+    #: path was found (or the search was not made, or ran out of budget).
+    held_by: Optional[list] = None
 
     def format_traceback(self, limit: Optional[int] = None) -> list:
         """The traceback as text lines, each frame followed by its source line."""
@@ -134,6 +154,10 @@ class Suspect:
             "count": self.count,
             "growth": self.growth,
             "reason": self.reason,
+            "allocated_at": (None if self.allocated_at is None else
+                             {"filename": self.allocated_at.filename,
+                              "lineno": self.allocated_at.lineno}),
+            "held_by": self.held_by,
             "callers": [
                 {
                     "traceback": _frames_json(path.traceback),
@@ -200,6 +224,11 @@ class LeakReport:
                 f"{s.count_per_iteration:+.2f} blocks per call "
                 f"(confidence {s.confidence:.2f}; {s.reason}; now {format_size(s.size)})"
             )
+            if s.held_by:
+                out.append(f"  kept by: {heldby.format_path(s.held_by)}")
+            if s.allocated_at is not None:
+                out.append(f"  allocated in library code, at "
+                           f"{_display_path(s.allocated_at.filename)}:{s.allocated_at.lineno}")
             out.extend(s.format_traceback(frames))
             for path in s.callers[1:3]:
                 fork = _first_difference(s.traceback, path.traceback)
@@ -242,7 +271,7 @@ def find_leaks(func: Callable, /, *args, iterations: Optional[int] = None,
                nframe: int = 25, duration: float = DEFAULT_DURATION,
                max_memory: int = DEFAULT_MAX_MEMORY,
                progress: Optional[Callable[[str, int, int], None]] = None,
-               native: bool = False,
+               user_code: bool = True, held_by: bool = True, native: bool = False,
                **kwargs) -> LeakReport:
     """Call ``func(*args, **kwargs)`` many times and report the sites that leak.
 
@@ -263,6 +292,11 @@ def find_leaks(func: Callable, /, *args, iterations: Optional[int] = None,
     * ``progress``: called as ``progress(phase, done, total)`` with phase
       ``"warm-up"`` (calls so far, total 0 if automatic) or ``"measuring"``
       (snapshots so far, of ``snapshots``).
+    * ``user_code``: name each suspect at the innermost frame of its
+      traceback in the user's code, when the allocation happens in a
+      library (False: at the allocating line, as tracemalloc groups).
+    * ``held_by``: search, for each suspect, the chain of references from a
+      root that keeps its objects alive (``Suspect.held_by``).
 
     Exceptions raised by ``func`` propagate.  To pass ``func`` an argument
     named like one of these options, use ``functools.partial`` or a lambda.
@@ -276,20 +310,49 @@ def find_leaks(func: Callable, /, *args, iterations: Optional[int] = None,
     if nframe < 1:
         raise ValueError("nframe must be >= 1")
     api = _api()
+    sources = _native_sources(api, native)
     started = False
     if not api.is_tracing():
         api.start(nframe, native=native)
         started = True
     elif native:
         api.start(native=True)
+    retrace_was = _set_retrace(True)
     try:
         hunt = _Hunt(api, func, args, kwargs, iterations=iterations, warmup=warmup,
                      snapshots=snapshots, duration=duration, max_memory=max_memory,
-                     progress=progress)
+                     progress=progress, user_code=user_code, held_by=held_by,
+                     sources=sources)
         return hunt.run()
     finally:
+        _set_retrace(retrace_was)
         if started:
             api.stop()
+
+
+def _native_sources(api, native) -> tuple:
+    """Where the hunt's memory comes from: Python's allocators always (with
+    the blocks extensions such as NumPy report through PyTraceMalloc_Track),
+    and C libraries' allocations (NATIVE_DOMAIN) when ``native`` is asked
+    for."""
+    return ("python", "native") if native else ("python",)
+
+
+def _core_module():
+    try:
+        from . import _core
+    except ImportError:   # the API comes from elsewhere (tests of the pure-Python layer)
+        return None
+    return _core
+
+
+def _set_retrace(on: bool) -> bool:
+    """Turn the re-tracing of objects reused from free lists on or off
+    (3.13 and newer); returns whether it was on."""
+    core = _core_module()
+    if core is None or not getattr(core, "RETRACE_AVAILABLE", 0):
+        return False
+    return core._set_retrace(on)
 
 
 def _display_path(filename: str) -> str:
@@ -325,7 +388,8 @@ class _Hunt:
     """One run of find_leaks: calls, snapshots, then the analysis."""
 
     def __init__(self, api, func, args, kwargs, *, iterations, warmup, snapshots,
-                 duration, max_memory, progress):
+                 duration, max_memory, progress, user_code=True, held_by=True,
+                 sources=("python",)):
         self.api = api
         self.func, self.args, self.kwargs = func, args, kwargs
         self.iterations = iterations
@@ -338,6 +402,21 @@ class _Hunt:
         self.affordable = MAX_AUTO_ITERATIONS
         self.own_prefixes, self.own_files = own_locations(api)
         self.notes = []
+        self.user_code = user_code
+        self.search_held_by = held_by
+        self.sources = sources
+        self.sites = {}
+        core = _core_module()
+        # The engine's graph functions read heaptrace's own traces, so they
+        # are used only when the API is heaptrace's.
+        self.core = core if getattr(api, "__name__", "") == "heaptrace" else None
+        # Which owned blocks can be credited to their owner: an owner handed
+        # out from a free list keeps the trace of its first allocation unless
+        # the interpreter reports the reuse (3.13 reference tracer), so dicts
+        # and lists are only credited when it does.
+        self.owned_kinds = heldby.OWN_SET | heldby.OWN_BYTEARRAY
+        if core is not None and getattr(core, "RETRACE_AVAILABLE", 0):
+            self.owned_kinds |= heldby.OWN_DICT | heldby.OWN_LIST
 
     # -- calling -----------------------------------------------------------
 
@@ -394,7 +473,51 @@ class _Hunt:
             else:
                 entry[0] += stat.size
                 entry[1] += stat.count
+        self.credit_owners(table)
         return table
+
+    def credit_owners(self, table: dict) -> None:
+        """Move the blocks that belong to an object (tables, buffers) to the
+        call path that allocated the object."""
+        if self.core is None:
+            return
+        moves = self.core._owned_blocks(self.owned_kinds, heldby.OWNED_SECONDS,
+                                        heldby.MAX_BYTES)
+        for owned_frames, owner_frames, size, count in moves or ():
+            owned = self.trim_raw(owned_frames)
+            owner = self.trim_raw(owner_frames)
+            entry = table.get(owned)
+            if owned is None or owner is None or entry is None:
+                continue
+            size = min(size, entry[0])
+            count = min(count, entry[1])
+            entry[0] -= size
+            entry[1] -= count
+            if not entry[0] and not entry[1]:
+                del table[owned]
+            target = table.setdefault(owner, [0, 0])
+            target[0] += size
+            target[1] += count
+
+    def trim_raw(self, frames) -> Optional[tuple]:
+        """trim() for raw frames: (filename, lineno) pairs, most recent first."""
+        key = []
+        for filename, lineno in frames:
+            if self.is_own(filename):
+                if not key:
+                    return None
+                break
+            key.append(tuple.__new__(Frame, (filename, lineno)))
+        return tuple(key) if key else None
+
+    def site(self, key) -> tuple:
+        """The line a traceback key is counted at: its most recent frame, or
+        with user_code its innermost frame in the user's code."""
+        line = self.sites.get(key)
+        if line is None:
+            index = user_frame_index(key) if self.user_code else 0
+            line = self.sites[key] = tuple(key[index]) if key else ("<unknown>", 0)
+        return line
 
     def is_own(self, filename: str) -> bool:
         return filename.startswith(self.own_prefixes) or filename in self.own_files
@@ -421,6 +544,8 @@ class _Hunt:
         warm_calls = self.warm_up()
         samples, before_gc = self.measure()
         suspects, dismissed = self.analyse(before_warm_up, samples, before_gc)
+        if self.search_held_by and suspects and self.core is not None:
+            self.find_holders(suspects, [table for _, table in samples])
         limit = self.api.get_traceback_limit() if self.api.is_tracing() else 0
         if limit == 1:
             self.notes.append("tracing was already on with 1 frame per traceback, so callers "
@@ -507,11 +632,26 @@ class _Hunt:
 
     # -- the analysis ------------------------------------------------------
 
+    def find_holders(self, suspects: list, tables: list) -> None:
+        """Fill each suspect's held_by from one search of the object graph."""
+        sites = {}
+        index_of = {(s.filename, s.lineno): i for i, s in enumerate(suspects)}
+        for key in set().union(*tables):
+            index = index_of.get(self.site(key))
+            if index is not None:
+                sites[tuple(tuple(frame) for frame in key)] = index
+        found = heldby.search(self.core, sites, len(suspects), own=self.is_own)
+        for suspect, path in zip(suspects, found.paths):
+            suspect.held_by = path
+        if not found.complete:
+            self.notes.append(f"the search for what keeps the leaked objects ran out of "
+                              f"{found.limit}; some suspects have no 'kept by'")
+
     def analyse(self, before_warm_up, samples, before_gc):
         """Classify every line's series: (suspects, dismissed)."""
         xs = [x for x, _ in samples]
         tables = [table for _, table in samples]
-        line_tables = [_by_line(table) for table in tables]
+        line_tables = [_by_line(table, self.site) for table in tables]
         lines = set().union(*line_tables)
         suspects = []
         dismissed = {}
@@ -528,7 +668,7 @@ class _Hunt:
             elif trend.shape in ("plateau", "step") and trend.growth >= MIN_DISMISSED:
                 dismissed[line] = Dismissed(trend.shape, *line, trend.growth, trend.reason)
         leaking = {(s.filename, s.lineno) for s in suspects}
-        warm = _by_line(before_warm_up)
+        warm = _by_line(before_warm_up, self.site)
         first = line_tables[0]
         for line, (size, _) in first.items():
             grew = size - warm.get(line, (0, 0))[0]
@@ -537,7 +677,7 @@ class _Hunt:
                                             "allocated during the warm-up, then stable")
         if before_gc is not None:
             last = line_tables[-1]
-            for line, (size, _) in _by_line(before_gc).items():
+            for line, (size, _) in _by_line(before_gc, self.site).items():
                 freed = size - last.get(line, (0, 0))[0]
                 if freed >= MIN_DISMISSED and line not in leaking:
                     dismissed[line] = Dismissed("garbage", *line, freed,
@@ -550,7 +690,7 @@ class _Hunt:
         counts = [lt.get(line, (0, 0))[1] for lt in line_tables]
         callers = []
         for key in set().union(*tables):
-            if key[0] != line:
+            if self.site(key) != line:
                 continue
             sizes = [table.get(key, (0, 0))[0] for table in tables]
             floor = retained_floor(sizes)
@@ -562,14 +702,16 @@ class _Hunt:
         else:
             # Reallocations can move a block between call paths, so no single
             # path grew: show the path that holds the most now.
-            traceback = max((key for key in tables[-1] if key[0] == line),
+            traceback = max((key for key in tables[-1] if self.site(key) == line),
                             key=lambda k: tables[-1][k][0], default=(Frame(*line),))
         return Suspect(
             filename=line[0], lineno=line[1], traceback=traceback,
             size_per_iteration=trend.slope,
             count_per_iteration=_rate(xs, retained_floor(counts)),
             confidence=trend.confidence, size=trend.last, count=counts[-1],
-            growth=trend.growth, reason=trend.reason, callers=callers)
+            growth=trend.growth, reason=trend.reason, callers=callers,
+            allocated_at=(traceback[0] if traceback and tuple(traceback[0]) != line
+                          else None))
 
 
 def _weights(count: int) -> list:
@@ -589,11 +731,15 @@ def _rate(xs, floor) -> float:
     return max(0.0, slope)
 
 
-def _by_line(table: dict) -> dict:
-    """Sum a {traceback key: [size, count]} table by its most recent frame."""
+def _by_line(table: dict, site=None) -> dict:
+    """Sum a {traceback key: [size, count]} table by line: each key's most
+    recent frame, or the line ``site(key)`` gives."""
     lines = {}
     for key, (size, count) in table.items():
-        line = tuple(key[0]) if key else ("<unknown>", 0)
+        if site is not None:
+            line = site(key)
+        else:
+            line = tuple(key[0]) if key else ("<unknown>", 0)
         entry = lines.get(line)
         if entry is None:
             lines[line] = [size, count]

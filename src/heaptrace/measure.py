@@ -31,7 +31,8 @@ import threading
 import time
 from typing import Callable, Optional, TextIO
 
-__all__ = ["Measurement", "measure", "measured", "format_size", "own_filters", "own_locations"]
+__all__ = ["Measurement", "measure", "measured", "format_size", "own_filters", "own_locations",
+           "is_user_code", "user_frame_index", "user_code_snapshot"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -83,6 +84,76 @@ def own_locations(api=None) -> tuple:
     if code is not None:
         files.add(code.co_filename)
     return tuple(sorted(prefixes)), frozenset(files)
+
+
+_LIBRARY_PREFIXES = None
+
+
+def _library_prefixes() -> tuple:
+    """Folders of code that is not the user's: the standard library, the
+    site-packages folders, and heaptrace itself."""
+    global _LIBRARY_PREFIXES
+    if _LIBRARY_PREFIXES is None:
+        import site
+        import sysconfig
+
+        folders = {_PACKAGE_DIR}
+        for scheme_vars in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
+            paths = sysconfig.get_paths(vars=scheme_vars or None)
+            folders.update(paths.get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+        try:
+            folders.update(site.getsitepackages())
+        except AttributeError:   # some virtualenv versions lack it
+            pass
+        user_site = getattr(site, "USER_SITE", None)
+        if user_site:
+            folders.add(user_site)
+        _LIBRARY_PREFIXES = tuple(sorted(os.path.join(os.path.abspath(f), "")
+                                         for f in folders if f))
+    return _LIBRARY_PREFIXES
+
+
+def is_user_code(filename: str) -> bool:
+    """Whether a file is the user's code: not the standard library, not an
+    installed package (site-packages, dist-packages), not heaptrace, and not
+    generated code (``<frozen ...>``, ``<string>``)."""
+    if not filename or filename.startswith("<"):
+        return False
+    if f"{os.sep}site-packages{os.sep}" in filename or f"{os.sep}dist-packages{os.sep}" in filename:
+        return False
+    return not os.path.abspath(filename).startswith(_library_prefixes())
+
+
+def user_frame_index(frames) -> int:
+    """Index of the innermost frame that is the user's code in a sequence of
+    frames (``(filename, lineno)`` pairs, most recent first); 0 when none is
+    (or when the most recent already is)."""
+    for index, frame in enumerate(frames):
+        if is_user_code(frame[0]):
+            return index
+    return 0
+
+
+def user_code_snapshot(snapshot, api=None):
+    """A snapshot in which each block's traceback starts at its innermost
+    frame in the user's code (the library frames above it dropped), so that
+    grouping by line attributes memory to the user's line that caused it."""
+    api = api or _api()
+    cache = {}
+    traces = []
+    for trace in snapshot.traces:
+        raw = trace._trace
+        frames = raw[2]
+        cut = cache.get(frames)
+        if cut is None:
+            index = user_frame_index(frames)
+            cut = cache[frames] = frames[index:] if index else frames
+        traces.append((raw[0], raw[1], cut) + tuple(raw[3:]))
+    result = api.Snapshot(traces, snapshot.traceback_limit)
+    for name, value in vars(snapshot).items():
+        if name not in ("traces", "traceback_limit"):
+            setattr(result, name, value)
+    return result
 
 
 def _is_own(filename: str, prefixes: tuple, files: frozenset) -> bool:

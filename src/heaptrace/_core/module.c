@@ -17,6 +17,7 @@
 #include "snapobj.h"
 #include "pytrack.h"
 #include "native.h"
+#include "refpath.h"
 #include "../include/heaptrace.h"
 
 #include <limits.h>
@@ -593,7 +594,8 @@ PyInit__core(void)
                                    0
 #endif
                                    ) < 0
-        || ht_snapobj_register(m) < 0) {
+        || ht_snapobj_register(m) < 0
+        || ht_refpath_register(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -608,6 +608,32 @@ ht_tracer_generation(void)
 }
 
 int
+ht_tracer_get_gil(uintptr_t ptr, size_t *size, uint32_t *tb)
+{
+    ht_trace_out out;
+    if (!atomic_load(&tracing) || !ht_table_get(&gil_traces, ptr, &out)) {
+        return 0;
+    }
+    *size = out.size;
+    *tb = out.tb;
+    return 1;
+}
+
+void
+ht_tracer_retrace_gil(PyThreadState *ts, uintptr_t ptr)
+{
+    ht_trace_out out;
+    if (!atomic_load_explicit(&tracing, memory_order_relaxed)
+        || !ht_table_get(&gil_traces, ptr, &out)) {
+        return;
+    }
+    uint32_t tb = ht_intern_capture_gil(ts);
+    size_t old;
+    /* Same address and size: the put replaces the slot and cannot grow. */
+    (void)ht_table_put(&gil_traces, ptr, out.size, tb, &old);
+}
+
+int
 ht_tracer_lookup(unsigned int domain, uintptr_t ptr, uint32_t *tb)
 {
     ht_trace_out out;

@@ -105,6 +105,16 @@ uint64_t ht_tracer_generation(void);
 /* Traceback id of a traced block.  1 if found, 0 if not. */
 int ht_tracer_lookup(unsigned int domain, uintptr_t ptr, uint32_t *tb);
 
+/* Size and traceback id of a block in the GIL table (MEM/OBJ blocks of the
+ * main interpreter).  GIL held.  1 if found, 0 if not (or not tracing);
+ * never fails. */
+int ht_tracer_get_gil(uintptr_t ptr, size_t *size, uint32_t *tb);
+/* Give a traced MEM/OBJ block the traceback of the calling thread, ts being
+ * its thread state (an object handed out again from a free list is
+ * credited to the code that reused it).  GIL held.  Untraced blocks are left
+ * alone.  Never fails: if the traceback cannot be interned it becomes
+ * "<unknown>", as for any allocation. */
+void ht_tracer_retrace_gil(PyThreadState *ts, uintptr_t ptr);
 /* All traces, as columns.  Returns 0, or -1 with MemoryError set (then *out
  * is empty). */
 int ht_tracer_export(ht_export *out);

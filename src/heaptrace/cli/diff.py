@@ -15,6 +15,7 @@ import sys
 
 from .. import reports
 from ..reports.model import DiffResult
+from ..measure import user_code_snapshot
 from ._common import (Progress, add_display_arguments, add_filter_arguments,
                       check_display_arguments, filter_snapshot, load_snapshot)
 
@@ -24,6 +25,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("new", metavar="NEW", help="the later snapshot file")
     add_display_arguments(parser)
     add_filter_arguments(parser)
+    parser.add_argument("--user-code", action="store_true",
+                        help="count each block at the innermost frame of its traceback in "
+                             "your code (not the standard library or installed packages)")
 
 
 def execute(args) -> int:
@@ -32,6 +36,8 @@ def execute(args) -> int:
     try:
         old = filter_snapshot(load_snapshot(args.old, progress), args)
         new = filter_snapshot(load_snapshot(args.new, progress), args)
+        if args.user_code:
+            old, new = user_code_snapshot(old), user_code_snapshot(new)
         progress.update("heaptrace: comparing the snapshots")
         stats = new.compare_to(old, args.group_by, args.cumulative)
     finally:

@@ -15,6 +15,7 @@ import sys
 
 from .. import reports
 from ..reports.model import TopResult
+from ..measure import user_code_snapshot
 from ._common import (Progress, add_display_arguments, add_filter_arguments,
                       check_display_arguments, filter_snapshot, load_snapshot)
 
@@ -23,6 +24,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("snapshot", metavar="SNAPSHOT", help="a snapshot file")
     add_display_arguments(parser)
     add_filter_arguments(parser)
+    parser.add_argument("--user-code", action="store_true",
+                        help="count each block at the innermost frame of its traceback in "
+                             "your code (not the standard library or installed packages)")
 
 
 def execute(args) -> int:
@@ -30,6 +34,8 @@ def execute(args) -> int:
     progress = Progress()
     try:
         snapshot = load_snapshot(args.snapshot, progress)
+        if args.user_code:
+            snapshot = user_code_snapshot(snapshot)
         progress.update(f"heaptrace: grouping the blocks of {args.snapshot}")
         stats = filter_snapshot(snapshot, args).statistics(args.group_by, args.cumulative)
     finally:

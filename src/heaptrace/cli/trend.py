@@ -29,6 +29,7 @@ import os
 import re
 
 from ..trend import LEAK, NOISE, PLATEAU, classify
+from ..measure import user_code_snapshot
 from ._common import (CLIError, Progress, add_filter_arguments, filter_snapshot,
                       format_size, load_snapshot, ordered_frames, plural, print_json,
                       short_path)
@@ -53,6 +54,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-growth", type=int, default=1024, metavar="BYTES",
                         help="smallest growth over the series that is not noise "
                              "(default 1024)")
+    parser.add_argument("--user-code", action="store_true",
+                        help="count each block at the innermost frame of its traceback in "
+                             "your code (not the standard library or installed packages)")
     parser.add_argument("--full-paths", action="store_true",
                         help="show whole file names instead of their last two components")
     parser.add_argument("--pid", type=int, metavar="PID",
@@ -213,7 +217,10 @@ def _read_series(selection: Selection, args) -> list:
                 continue
             when = getattr(snapshot, "timestamp", None) or os.path.getmtime(path)
             table = {}
-            for stat in filter_snapshot(snapshot, args).statistics(args.group_by):
+            snapshot = filter_snapshot(snapshot, args)
+            if args.user_code:
+                snapshot = user_code_snapshot(snapshot)
+            for stat in snapshot.statistics(args.group_by):
                 key = tuple((f.filename, f.lineno) for f in ordered_frames(stat.traceback))
                 table[key] = table.get(key, 0) + stat.size
             series.append((when, path, table))
