@@ -218,7 +218,7 @@ def _read_series(selection: Selection, args) -> list:
             when = getattr(snapshot, "timestamp", None) or os.path.getmtime(path)
             table = {}
             snapshot = filter_snapshot(snapshot, args)
-            if args.user_code:
+            if getattr(args, "user_code", False):
                 snapshot = user_code_snapshot(snapshot)
             for stat in snapshot.statistics(args.group_by):
                 key = tuple((f.filename, f.lineno) for f in ordered_frames(stat.traceback))
