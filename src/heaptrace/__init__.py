@@ -48,6 +48,7 @@ from heaptrace._core import (  # noqa: F401,E402
     _get_traceback,
     _get_traces,
     clear_traces,
+    get_sampling_interval,
     get_traceback_limit,
     get_traced_memory,
     get_tracemalloc_memory,
@@ -94,6 +95,8 @@ __all__ = [
     "track",
     "untrack",
     "get_include",
+    # heaptrace extra: the sampling interval of the tracing in progress.
+    "get_sampling_interval",
     # Raised by Snapshot.load for a file that is not a valid snapshot.
     "SnapshotFormatError",
 ]

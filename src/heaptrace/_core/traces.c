@@ -45,6 +45,7 @@
  */
 #include "traces.h"
 #include "alloc.h"
+#include "sampling.h"
 
 #include <string.h>
 
@@ -485,7 +486,9 @@ ht_table_clear(ht_table *t)
     }
     free(t->regions);
     free(t->big);
+    uint64_t interval = t->interval;
     ht_table_init(t);
+    t->interval = interval;
 }
 
 int
@@ -520,7 +523,8 @@ ht_table_put(ht_table *t, uintptr_t ptr, size_t size, uint32_t tb,
             }
             *old_size = prev;
             *cur = s;
-            t->bytes += size - prev;
+            t->bytes += ht_sample_bytes(size, t->interval)
+                        - ht_sample_bytes(prev, t->interval);
             return 0;
         }
         if ((p->used + 1) * 4 > (p->mask + 1) * 3) {
@@ -566,7 +570,7 @@ ht_table_put(ht_table *t, uintptr_t ptr, size_t size, uint32_t tb,
     }
     p->used++;
     t->count++;
-    t->bytes += size;
+    t->bytes += ht_sample_bytes(size, t->interval);
     /* Blocks crowded into part of a region (a pool still being filled) pile
      * up on few home slots: give the page more resolution.  Failing to grow
      * only costs speed. */
@@ -598,7 +602,7 @@ ht_table_remove(ht_table *t, uintptr_t ptr, size_t *size)
     page_delete(p, i);
     p->used--;
     t->count--;
-    t->bytes -= s;
+    t->bytes -= ht_sample_bytes(s, t->interval);
     *size = s;
     if (p->used == 0) {
         dormant_push(t, p);

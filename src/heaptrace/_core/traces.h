@@ -65,7 +65,11 @@ typedef struct ht_table {
     ht_page *dormant_tail; /* oldest dormant page, evicted first */
     size_t ndormant;
     size_t count;          /* live blocks */
-    size_t bytes;          /* sum of their sizes */
+    size_t bytes;          /* sum of their sizes, each weighted by
+                            * ht_sample_bytes (sampling.h) */
+    uint64_t interval;     /* sampling interval that weights bytes, 0 when
+                            * exact; set by the owner while the table is
+                            * empty, kept by ht_table_clear */
     size_t page_bytes;     /* memory held by pages */
 } ht_table;
 
@@ -79,7 +83,8 @@ typedef struct {
 /* Initialise an empty table.  Never fails (no memory is taken yet). */
 void ht_table_init(ht_table *t);
 
-/* Release all memory of the table and leave it empty.  Never fails. */
+/* Release all memory of the table and leave it empty (its interval is
+ * kept).  Never fails. */
 void ht_table_clear(ht_table *t);
 
 /* Record ptr with size and traceback id, replacing any entry for ptr.
