@@ -50,6 +50,7 @@
 #include "tracer.h"     /* first: Python.h sets the feature macros */
 #include "hooks.h"
 #include "sampling.h"
+#include "traces.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -213,6 +214,17 @@ sample_hit(size_t size)
     return 1;
 }
 
+/* Whether, when sampling, the block at ptr is certainly not traced (then
+ * freeing it needs nothing of the tracer: not even the reentrancy flag,
+ * since the wrapped free never calls back into a hook with a traced
+ * block).  Exact tracing: always 0. */
+static inline int
+sampled_out(void *ptr)
+{
+    return atomic_load_explicit(&sample_interval, memory_order_relaxed) != 0
+           && !ht_sample_maybe_traced(ptr);
+}
+
 int
 ht_hooks_sample(size_t size)
 {
@@ -338,7 +350,9 @@ gil_realloc(void *ctx, void *ptr, size_t size)
     else if (!sample_hit(size)) {
         /* Sampled tracing: the new block is not sampled; the old one's
          * trace (if it was) goes. */
-        forget_gil_side(ptr);
+        if (!sampled_out(ptr)) {
+            forget_gil_side(ptr);
+        }
     }
     else {
         PyThreadState *ts = ht_compat_holder_tstate();
@@ -358,6 +372,10 @@ static void
 gil_free(void *ctx, void *ptr)
 {
     PyMemAllocatorEx *a = ctx;
+    if (sampled_out(ptr)) {
+        a->free(a->ctx, ptr);
+        return;
+    }
     if (nested_while_recording()) {
         if (ptr != NULL) {
             forget_gil_side(ptr);
@@ -424,7 +442,8 @@ raw_realloc(void *ctx, void *ptr, size_t size)
     reentrant = 1;
     size_t old_size = 0;
     uint32_t old_tb = 0;
-    int had = ptr != NULL && ht_tracer_take_raw(ptr, &old_size, &old_tb);
+    int had = ptr != NULL && !sampled_out(ptr)
+              && ht_tracer_take_raw(ptr, &old_size, &old_tb);
     void *ptr2 = a->realloc(a->ctx, ptr, size);
     if (ptr2 == NULL) {
         if (had) {
@@ -444,6 +463,10 @@ static void
 raw_free(void *ctx, void *ptr)
 {
     PyMemAllocatorEx *a = ctx;
+    if (sampled_out(ptr)) {
+        a->free(a->ctx, ptr);
+        return;
+    }
     if (passing(ctx)) {
         a->free(a->ctx, ptr);
         return;

@@ -352,6 +352,7 @@ clear_all(void)
     free(domains);
     domains = NULL;
     ndomains = 0;
+    ht_sample_filter_clear();
     ht_intern_clear(&garbage);
     atomic_store(&mem_gil, 0);
     atomic_store(&mem_raw, 0);

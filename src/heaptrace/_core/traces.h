@@ -80,6 +80,38 @@ typedef struct {
     uint32_t tb;
 } ht_trace_out;
 
+/* The filter of sampled tracing: one saturating counter per slot, a slot
+ * standing for every 16 KiB region whose number hashes to it, counting the
+ * blocks of that region held by tables with a sampling interval.  A free of
+ * a block in a region whose slot is 0 needs no table lookup: that is the
+ * cost of freeing a block that was not sampled.  Counters change with
+ * relaxed atomics (the tables of the GIL and of the raw lock both count);
+ * a counter that reaches 255 stays there.  Zeroed by ht_sample_filter_clear
+ * when every sampled table is cleared at once. */
+#include <stdatomic.h>
+#define HT_FILTER_BITS 16
+extern _Atomic unsigned char ht_sample_filter[1u << HT_FILTER_BITS];
+
+static inline size_t
+ht_filter_slot(uintptr_t ptr)
+{
+    uint64_t region = (uint64_t)(ptr >> HT_REGION_SHIFT);
+    return (size_t)((region * 0x9e3779b97f4a7c15u) >> (64 - HT_FILTER_BITS));
+}
+
+/* Whether a table with a sampling interval may hold a block at ptr (0: it
+ * certainly does not).  Any thread.  Never fails. */
+static inline int
+ht_sample_maybe_traced(const void *ptr)
+{
+    return atomic_load_explicit(&ht_sample_filter[ht_filter_slot((uintptr_t)ptr)],
+                                memory_order_relaxed) != 0;
+}
+
+/* Zero the filter: only when no table with a sampling interval holds a
+ * block.  Never fails. */
+void ht_sample_filter_clear(void);
+
 /* Initialise an empty table.  Never fails (no memory is taken yet). */
 void ht_table_init(ht_table *t);
 
