@@ -29,7 +29,7 @@ cflags = [
     "-isystem", include,
     "-isystem", os.path.join(include, "internal"),
 ]
-ldflags = ["-pthread"]
+ldflags = ["-pthread", "-lm"]
 
 # HEAPTRACE_SANITIZE=1 builds with AddressSanitizer and UBSan (see Makefile).
 if os.environ.get("HEAPTRACE_SANITIZE"):

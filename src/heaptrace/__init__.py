@@ -48,6 +48,7 @@ from heaptrace._core import (  # noqa: F401,E402
     _get_traceback,
     _get_traces,
     clear_traces,
+    get_sampling_interval,
     get_traceback_limit,
     get_traced_memory,
     get_tracemalloc_memory,
@@ -60,11 +61,16 @@ from heaptrace._core import (  # noqa: F401,E402
 )
 
 
-def start(nframe=1, /, *, native=False):
+def start(nframe=1, /, *, native=False, sampling_interval=None, sampling_seed=None):
     """Start tracing Python memory allocations.
 
     Also set the maximum number of frames stored in the traceback of a
     trace to nframe.
+
+    With ``sampling_interval=N`` (bytes), record a random sample of the
+    allocations, on average one per N bytes allocated, and report unbiased
+    estimates of sizes and counts everywhere (``sampling_seed`` makes the
+    draw repeatable).
 
     With ``native=True``, also trace the memory that C extensions and the
     libraries they load take from ``malloc`` and its family and from
@@ -75,7 +81,7 @@ def start(nframe=1, /, *, native=False):
     ``native=True`` adds native tracing.
     """
     was_tracing = _core.is_tracing()
-    _core.start(nframe)
+    _core.start(nframe, sampling_interval=sampling_interval, sampling_seed=sampling_seed)
     if native:
         try:
             _core._native_start()
@@ -127,6 +133,8 @@ __all__ = [
     # heaptrace extras: native memory (start(native=True)).
     "NATIVE_DOMAIN",
     "is_native",
+    # heaptrace extra: the sampling interval of the tracing in progress.
+    "get_sampling_interval",
     # Raised by Snapshot.load for a file that is not a valid snapshot.
     "SnapshotFormatError",
 ]

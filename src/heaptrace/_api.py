@@ -18,6 +18,7 @@ import fnmatch
 import io
 import json
 import linecache
+import math
 import os.path
 import pickle
 import stat
@@ -272,12 +273,25 @@ class _Traces(Sequence):
         # Pickle the raw tuples only, as the standard module does.
         return {"_traces": self._traces}
 
-    def _snapdata(self, traceback_limit):
-        """The SnapshotData of these traces, made from the list if needed.
+    def _snapdata(self, traceback_limit, sampling_interval=0):
+        """The SnapshotData of these traces, made from the list if needed,
+        with the given sampling interval (0: exact).
 
         Raise TypeError, ValueError or OverflowError when the raw tuples do
         not fit the C tables (then only the Python code can analyse them).
         """
+        data = self._snapdata_any(traceback_limit, sampling_interval)
+        if data.sampling_interval != sampling_interval:
+            # The Snapshot's interval was set by hand: same traces, other
+            # weights.
+            limit = traceback_limit
+            if type(limit) is not int or not 0 <= limit < 2**31:
+                limit = 0
+            data = _SnapshotData.from_raw(data.raw_list(), limit, legacy=False,
+                                          sampling_interval=sampling_interval)
+        return data
+
+    def _snapdata_any(self, traceback_limit, sampling_interval):
         state = self.__dict__
         if "_traces" not in state:
             return state["_data"]
@@ -291,7 +305,8 @@ class _Traces(Sequence):
             traceback_limit = 0
         items = tuple(traces)
         try:
-            data = _SnapshotData.from_raw(items, traceback_limit, legacy=False)
+            data = _SnapshotData.from_raw(items, traceback_limit, legacy=False,
+                                          sampling_interval=sampling_interval)
         except (TypeError, ValueError, OverflowError):
             self._data_source = (items, "unsupported")
             raise
@@ -654,7 +669,7 @@ _STREAM_LIMIT = 1 << 30
 # Nesting deeper than this in an attribute's value is refused.
 _MAX_DEPTH = 100
 # The attributes the file itself stores.
-_OWN_ATTRIBUTES = ("traces", "traceback_limit")
+_OWN_ATTRIBUTES = ("traces", "traceback_limit", "sampling_interval")
 _PLAIN = "str, int, float, bool, None, lists and dicts with str keys"
 _MISSING = object()
 
@@ -949,17 +964,40 @@ def _snapshot_from_bytes(data, filename):
                   else filename, what))
 
 
+# The largest sampling interval (as the engine's HT_SAMPLE_MAX_INTERVAL).
+_MAX_INTERVAL = 1 << 40
+
+
+def _estimate(size, interval):
+    """(bytes, blocks) one sampled block of *size* bytes stands for at
+    *interval*: size / p and 1 / p with p = 1 - exp(-size / interval), bytes
+    rounded as the engine rounds them (sampling.h)."""
+    p = -math.expm1(-max(size, 1) / interval)
+    return round(size / p), 1.0 / p
+
+
+def _describe_interval(interval):
+    return "exact" if not interval else "sampled every %d bytes" % interval
+
+
 class Snapshot:
     """The traces of all the memory blocks traced at one moment.
 
     *traces* is a sequence of raw trace tuples (see the module docstring)
     and *traceback_limit* the number of frames the tracer kept per trace.
     take_snapshot() is the usual way to get one.
+
+    *sampling_interval* is None when every block was traced.  Otherwise the
+    traces are a sample (one per sampling_interval bytes allocated, on
+    average): each trace keeps the real size of its block, while
+    statistics() and compare_to() report estimates of all the blocks, each
+    sampled block of size s standing for s / (1 - exp(-s / interval)) bytes.
     """
 
-    def __init__(self, traces, traceback_limit):
+    def __init__(self, traces, traceback_limit, sampling_interval=None):
         self.traces = _Traces(traces)
         self.traceback_limit = traceback_limit
+        self.sampling_interval = sampling_interval
 
     @classmethod
     def _from_data(cls, data, traceback_limit):
@@ -967,16 +1005,30 @@ class Snapshot:
         self = cls.__new__(cls)
         self.traces = _Traces._from_data(data)
         self.traceback_limit = traceback_limit
+        self.sampling_interval = data.sampling_interval or None
         return self
+
+    def _interval(self):
+        """The sampling interval as an int, 0 when exact; ValueError when the
+        attribute holds anything but None or an int from 1 to 2**40."""
+        value = self.__dict__.get("sampling_interval")
+        if value is None:
+            return 0
+        if type(value) is not int or not 1 <= value <= _MAX_INTERVAL:
+            raise ValueError("Snapshot.sampling_interval must be None (exact) "
+                             "or an int from 1 to %d bytes, not %.100r"
+                             % (_MAX_INTERVAL, value))
+        return value
 
     def _snapdata(self):
         """The SnapshotData to analyse in C, or None when the traces need the
         Python code (no engine, or raw tuples the C tables cannot hold)."""
         traces = self.traces
+        interval = self._interval()
         if _SnapshotData is None or type(traces) is not _Traces:
             return None
         try:
-            return traces._snapdata(self.traceback_limit)
+            return traces._snapdata(self.traceback_limit, interval)
         except (TypeError, ValueError, OverflowError):
             return None
 
@@ -995,7 +1047,8 @@ class Snapshot:
             if not (type(limit) is int and 0 <= limit < 2**31):
                 limit = 0
             data = _SnapshotData.from_raw(list(self.traces._traces), limit,
-                                          legacy=False)
+                                          legacy=False,
+                                          sampling_interval=self._interval())
         blob = data.to_bytes(meta)
         with open(filename, "wb") as stream:
             stream.write(blob)
@@ -1049,7 +1102,8 @@ class Snapshot:
             kept = [trace for trace in raw if _keeps(trace, include, exclude)]
         else:
             kept = raw[:]
-        return Snapshot(kept, self.traceback_limit)
+        return Snapshot(kept, self.traceback_limit,
+                        self.__dict__.get("sampling_interval"))
 
     def _grouped(self, key_type, cumulative):
         """Sum the traces per group: a dict mapping Traceback to Statistic.
@@ -1058,19 +1112,27 @@ class Snapshot:
         """
         _check_grouping(key_type, cumulative)
         group_of = _group_of(key_type, cumulative)
+        interval = self._interval()
         stats = {}
         groups = {}
         for _domain, size, frames, _total_nframe in self.traces._traces:
+            count = 1
+            if interval:
+                size, count = _estimate(size, interval)
             for unit in (frames if cumulative else (frames,)):
                 key = groups.get(unit)
                 if key is None:
                     key = groups[unit] = Traceback(group_of(unit))
                 stat = stats.get(key)
                 if stat is None:
-                    stats[key] = Statistic(key, size, 1)
+                    stats[key] = Statistic(key, size, count)
                 else:
                     stat.size += size
-                    stat.count += 1
+                    stat.count += count
+        if interval:
+            # Blocks are summed as reals and rounded per group (at least 1).
+            for stat in stats.values():
+                stat.count = max(1, round(stat.count))
         return stats
 
     def statistics(self, key_type, cumulative=False):
@@ -1099,6 +1161,16 @@ class Snapshot:
         Grouping works as in statistics(); the biggest change comes first.
         """
         _check_grouping(key_type, cumulative)
+        if isinstance(old_snapshot, Snapshot):
+            new_interval = self._interval()
+            old_interval = old_snapshot._interval()
+            if new_interval != old_interval:
+                raise ValueError(
+                    "cannot compare snapshots taken with different sampling "
+                    "intervals (%s and %s): their estimates do not mix; take "
+                    "both with the same sampling_interval"
+                    % (_describe_interval(new_interval),
+                       _describe_interval(old_interval)))
         data = self._snapdata()
         old_data = (old_snapshot._snapdata()
                     if data is not None and isinstance(old_snapshot, Snapshot)
@@ -1151,7 +1223,9 @@ def take_snapshot():
         data = _SnapshotData.from_raw(core._get_traces(), limit)
         return Snapshot._from_data(data, limit)
     traces = engine._get_traces()
-    return Snapshot(traces, engine.get_traceback_limit())
+    interval = getattr(engine, "get_sampling_interval", None)
+    return Snapshot(traces, engine.get_traceback_limit(),
+                    interval() if interval is not None else None)
 
 
 def get_object_traceback(obj):

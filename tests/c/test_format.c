@@ -1043,10 +1043,10 @@ static void test_crafted(void)
     expect(buf, 3, HT_FORMAT_TRUNCATED, "header needs 84 bytes, 3 remain",
            "magic prefix");
     memcpy(h, buf, len);
-    put32(h + 8, 2);
-    expect(h, len, HT_FORMAT_UNSUPPORTED_VERSION, "format version 2 is not "
-           "supported", "version 2");
-    expect(h, 12, HT_FORMAT_UNSUPPORTED_VERSION, "version 2", "short v2");
+    put32(h + 8, 3);
+    expect(h, len, HT_FORMAT_UNSUPPORTED_VERSION, "format version 3 is not "
+           "supported", "version 3");
+    expect(h, 12, HT_FORMAT_UNSUPPORTED_VERSION, "version 3", "short v3");
     memcpy(h, buf, len);
     put32(h + 12, 1);
     fix_crc(h, len);
@@ -1361,6 +1361,56 @@ static int measure(uint64_t n, const char *dir)
     return 0;
 }
 
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16
+        | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+/* Version 2: a sampled snapshot records its interval; an exact one is still
+ * written as version 1. */
+static void test_sampled(void)
+{
+    static const char *const strs[] = {"a.py"};
+    static const uint32_t frames[][2] = {{0, 7}};
+    static const uint32_t lens[] = {1}, ent[] = {0}, dom[] = {0, 0}, tb[] = {0, 0};
+    static const int32_t tot[] = {1};
+    static const uint64_t size[] = {32, 1 << 20};
+    ht_snap s;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    snap_build(&s, 1, strs, 1, frames, 1, lens, ent, tot, 1, dom, size, tb, 2);
+    encode_or_die(&s, NULL, &buf, &len);
+    CHECK(get32(buf + 8) == 1, "exact snapshot written as version %u",
+          (unsigned)get32(buf + 8));
+    free(buf);
+    s.sampling_interval = 512 * 1024;
+    roundtrip(&s, NULL, 0, "sampled snapshot", NULL);
+    encode_or_die(&s, NULL, &buf, &len);
+    CHECK(get32(buf + 8) == 2, "sampled snapshot written as version %u",
+          (unsigned)get32(buf + 8));
+    free(buf);
+    /* The interval opens the trace section, after the other four. */
+    s.sampling_interval = 1;
+    encode_or_die(&s, NULL, &buf, &len);
+    size_t at = 84;
+    for (int k = 0; k < 4; k++) {
+        at += (size_t)get64(buf + 40 + 8 * k);
+    }
+    CHECK(buf[at] == 1, "interval varint at the start of the trace section");
+    buf[at] = 0;
+    fix_crc(buf, len);
+    expect(buf, len, HT_FORMAT_CORRUPT, "sampling interval 0 is out of range",
+           "interval 0");
+    free(buf);
+    ht_snap_free(&s);
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "--measure") == 0) {
@@ -1379,6 +1429,7 @@ int main(int argc, char **argv)
         {"splices", test_splices},
         {"random_bytes", test_random_bytes},
         {"oom", test_oom},
+        {"sampled", test_sampled},
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
         long before = n_fail;

@@ -125,19 +125,29 @@ def test_run_checks_the_output_folder_before_the_program(tmp_path):
 
 
 # -- item 15: a forked child leaves the parent's series alone -------------------
+# (issue 11: with children followed, the child writes a series of its own)
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_forked_child_does_not_act_as_the_snapshotter(tmp_path):
+@pytest.mark.parametrize("follow", [False, True], ids=["no-follow", "follow"])
+def test_forked_child_does_not_act_as_the_snapshotter(tmp_path, follow):
     result = run_heaptrace("run", "--json", "--interval", "30", "--keep", "1",
-                           "-o", tmp_path, FORKER)
+                           *([] if follow else ["--no-follow"]), "-o", tmp_path, FORKER)
     assert result.returncode == 0, result.stderr
     assert "parent done" in result.stdout
     assert "Warning" not in result.stderr, result.stderr
     events = [json.loads(line) for line in result.stderr.splitlines()]
-    assert [e["event"] for e in events] == ["start", "snapshot", "exit"], events
     pid = events[0]["pid"]
-    assert [os.path.basename(f) for f in snapshots_in(tmp_path)] == [
-        f"heaptrace-{pid}-000001.snap"]
+    mine = [e for e in events if e["event"] == "start"
+            or str(pid) in os.path.basename(e.get("path") or e.get("folder") and
+                                            " ".join(e.get("snapshots", [])) or "")]
+    assert [e["event"] for e in mine] == ["start", "snapshot", "exit"], events
+    names = [os.path.basename(f) for f in snapshots_in(tmp_path)]
+    assert f"heaptrace-{pid}-000001.snap" in names
+    others = [name for name in names if not name.startswith(f"heaptrace-{pid}-")]
+    if follow:
+        assert len(others) == 1 and others[0].endswith("-000001.snap"), names
+    else:
+        assert others == [], names
 
 
 # -- item 16: __file__, sys.argv[0] and sys.path[0] as python gives them --------

@@ -408,3 +408,21 @@ def test_a_thread_c_created_gets_an_unknown_traceback(libpath):
     assert len(found) == 1
     assert [(f.filename, f.lineno) for f in found[0].traceback] == [("<unknown>", 0)]
     lib.n_free(p)
+
+
+def test_sampled_native_tracing_estimates_what_was_allocated(libpath):
+    lib = load(libpath)
+    heaptrace.start(1, native=True, sampling_interval=64 * 1024, sampling_seed=7)
+    ptrs = [lib.n_malloc(1000) for _ in range(20000)]  # the sampled line
+    snap = heaptrace.take_snapshot()
+    assert snap.sampling_interval == 64 * 1024
+    native = snap.filter_traces([heaptrace.DomainFilter(True, NATIVE)])
+    top = native.statistics("lineno")[0]
+    assert top.traceback[0].lineno == line_of("# the sampled line")
+    # About 300 blocks in the sample stand for the 20,000: the estimate is
+    # within a few standard errors (about 6%) of 20 MB.
+    assert abs(top.size - 20_000_000) < 0.2 * 20_000_000, top
+    assert len(native.traces) < 2000
+    for p in ptrs:
+        lib.n_free(p)
+    assert sum(t.size for t in heaptrace.take_snapshot().traces if t.domain == NATIVE) < 100_000

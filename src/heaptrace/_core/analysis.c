@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "sampling.h"
 
 /* ---- small helpers ---------------------------------------------------------- */
 
@@ -425,6 +426,41 @@ gtable_add(gtable *t, int w, uint64_t key, uint32_t rep, uint64_t size,
     return 0;
 }
 
+/* The estimated bytes and blocks of each traceback of a sampled snapshot,
+ * into tbsize/tbcount (zeroed, one entry per traceback). */
+static int
+add_estimates(const ht_snap *s, uint64_t *tbsize, uint64_t *tbcount)
+{
+    double *blocks = ht_calloc(s->ntracebacks ? s->ntracebacks : 1, sizeof(double));
+    if (blocks == NULL) {
+        return HT_AN_NOMEM;
+    }
+    uint64_t n = s->sampling_interval;
+    for (uint64_t i = 0; i < s->ntraces; i++) {
+        uint32_t tb = s->tr_tb[i];
+        uint64_t size = s->tr_size[i];
+        if (size > (uint64_t)INT64_MAX
+            || __builtin_add_overflow(tbsize[tb], ht_sample_bytes(size, n), &tbsize[tb])) {
+            free(blocks);
+            return HT_AN_OVERFLOW;
+        }
+        blocks[tb] += ht_sample_blocks(size, n);
+    }
+    for (uint32_t tb = 0; tb < s->ntracebacks; tb++) {
+        if (blocks[tb] > 0.0) {
+            /* At least one block wherever a trace is. */
+            double r = nearbyint(blocks[tb]);
+            if (r >= 0x1p63) {
+                free(blocks);
+                return HT_AN_OVERFLOW;
+            }
+            tbcount[tb] = r < 1.0 ? 1 : (uint64_t)r;
+        }
+    }
+    free(blocks);
+    return 0;
+}
+
 /* Sum the traces of snapshot w into the table. */
 static int
 gtable_add_snap(gtable *t, int w, int cumulative)
@@ -439,7 +475,15 @@ gtable_add_snap(gtable *t, int w, int cumulative)
         rc = HT_AN_NOMEM;
         goto done;
     }
-    for (uint64_t i = 0; i < s->ntraces; i++) {
+    if (s->sampling_interval != 0) {
+        /* Sampled: each trace stands for the bytes and blocks sampling.h
+         * gives; the blocks are summed as reals and rounded per traceback. */
+        rc = add_estimates(s, tbsize, tbcount);
+        if (rc != 0) {
+            goto done;
+        }
+    }
+    else for (uint64_t i = 0; i < s->ntraces; i++) {
         uint32_t tb = s->tr_tb[i];
         if (__builtin_add_overflow(tbsize[tb], s->tr_size[i], &tbsize[tb])) {
             rc = HT_AN_OVERFLOW;
@@ -675,6 +719,7 @@ ht_snap_copy_tables(const ht_snap *s, ht_snap *out)
 {
     memset(out, 0, sizeof(*out));
     out->traceback_limit = s->traceback_limit;
+    out->sampling_interval = s->sampling_interval;
     out->nstrings = s->nstrings;
     out->nframes = s->nframes;
     out->ntracebacks = s->ntracebacks;

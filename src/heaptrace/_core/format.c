@@ -550,6 +550,9 @@ int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
     for (int k = SEC_STRINGS; k < NSEC; k++) {
         sec_len[k] = k == SEC_STRINGS ? blob_len
                    : k == SEC_TRACES ? varint_len(map_n) : 0;
+        if (k == SEC_TRACES && s->sampling_interval != 0) {
+            sec_len[k] += varint_len(s->sampling_interval);
+        }
         for (int c = first_col[k]; c < first_col[k + 1]; c++) {
             sec_len[k] += col[c].size;
         }
@@ -569,7 +572,10 @@ int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
 
     uint8_t *p = buf;
     memcpy(p, HT_FORMAT_MAGIC, HT_FORMAT_MAGIC_LEN);
-    p = put_u32(p + HT_FORMAT_MAGIC_LEN, HT_FORMAT_VERSION);
+    /* Version 1 when exact, so that such files stay readable by readers
+     * of version 1; version 2 adds the sampling interval. */
+    p = put_u32(p + HT_FORMAT_MAGIC_LEN, s->sampling_interval != 0
+                ? HT_FORMAT_VERSION : HT_FORMAT_VERSION_EXACT);
     p = put_u32(p, 0);                                   /* flags */
     p = put_u32(p, (uint32_t)s->traceback_limit);
     p = put_u32(p, s->nstrings);
@@ -592,6 +598,9 @@ int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
         p += blob_len;
     }
     for (int c = C_FRFILE; c < NCOL; c++) {
+        if (c == first_col[SEC_TRACES] && s->sampling_interval != 0) {
+            p = put_varint(p, s->sampling_interval);
+        }
         if (c == C_TBMAP) {
             p = put_varint(p, map_n);
         }
@@ -611,6 +620,7 @@ int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
 typedef struct {
     const uint8_t *p, *end;    /* unread bytes of the current section */
     const char *sec;           /* its name, for messages */
+    uint32_t version;          /* the file's format version */
     char *err;
     size_t errlen;
 } dec_t;
@@ -1007,6 +1017,19 @@ static ht_format_status dec_traces_map(dec_t *d, ht_snap *s, uint32_t **map)
     ht_format_status st;
     dec_col c;
     uint64_t n = s->ntraces, m;
+    if (d->version >= 2) {
+        uint64_t interval;
+        c.name = "sampling interval";
+        c.n = 1;
+        c.i = 0;
+        TRY(get_varint(d, &c, &interval));
+        if (interval == 0 || interval > HT_FORMAT_MAX_INTERVAL) {
+            return dfail(d, HT_FORMAT_CORRUPT, "%s: sampling interval %" PRIu64
+                         " is out of range (1 to %" PRIu64 ")", d->sec,
+                         interval, (uint64_t)HT_FORMAT_MAX_INTERVAL);
+        }
+        s->sampling_interval = interval;
+    }
     ALLOC(s->tr_domain, n);
     ALLOC(s->tr_size, n);
     ALLOC(s->tr_tb, n);
@@ -1063,11 +1086,13 @@ static ht_format_status dec_file(dec_t *d, const uint8_t *buf, size_t len,
                      "bytes, %zu remain", HT_FORMAT_HEADER_SIZE, len);
     }
     uint32_t version = get_u32(buf + H_VERSION);
-    if (version != HT_FORMAT_VERSION) {
+    if (version != HT_FORMAT_VERSION && version != HT_FORMAT_VERSION_EXACT) {
         return dfail(d, HT_FORMAT_UNSUPPORTED_VERSION, "format version %"
-                     PRIu32 " is not supported (this reader reads version %d)",
-                     version, HT_FORMAT_VERSION);
+                     PRIu32 " is not supported (this reader reads versions "
+                     "%d and %d)", version, HT_FORMAT_VERSION_EXACT,
+                     HT_FORMAT_VERSION);
     }
+    d->version = version;
     if (len < HT_FORMAT_HEADER_SIZE) {
         return dfail(d, HT_FORMAT_TRUNCATED, "truncated file: header needs %d "
                      "bytes, %zu remain", HT_FORMAT_HEADER_SIZE, len);
@@ -1082,7 +1107,7 @@ static ht_format_status dec_file(dec_t *d, const uint8_t *buf, size_t len,
     uint32_t flags = get_u32(buf + H_FLAGS);
     if (flags != 0) {
         return dfail(d, HT_FORMAT_UNSUPPORTED_VERSION, "unknown flags 0x%"
-                     PRIx32 " in a version %d file", flags, HT_FORMAT_VERSION);
+                     PRIx32 " in a version %" PRIu32 " file", flags, version);
     }
     uint32_t limit = get_u32(buf + H_LIMIT);
     s->traceback_limit = limit <= INT32_MAX ? (int32_t)limit
@@ -1175,7 +1200,7 @@ ht_format_status ht_format_decode(const uint8_t *buf, size_t len, ht_snap *out,
                                   uint8_t **meta, size_t *meta_len,
                                   char *err, size_t errlen)
 {
-    dec_t d = {NULL, NULL, "header", err, errlen};
+    dec_t d = {.sec = "header", .err = err, .errlen = errlen};
     ht_format_status st;
     memset(out, 0, sizeof(*out));
     if (meta != NULL) {

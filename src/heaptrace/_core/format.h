@@ -22,8 +22,13 @@
 /* The 8 magic bytes that open every file: "\x89HTSNAP\n". */
 #define HT_FORMAT_MAGIC "\x89HTSNAP\n"
 #define HT_FORMAT_MAGIC_LEN 8
-/* The format version this code writes and the only one it reads. */
-#define HT_FORMAT_VERSION 1
+/* The format versions this code reads: version 2 (written for a sampled
+ * snapshot) is version 1 with the sampling interval as a varint opening the
+ * trace section; version 1 is written for an exact snapshot. */
+#define HT_FORMAT_VERSION 2
+#define HT_FORMAT_VERSION_EXACT 1
+/* The largest sampling interval a file may record (as in sampling.h). */
+#define HT_FORMAT_MAX_INTERVAL ((uint64_t)1 << 40)
 /* Size of the fixed header, header CRC included. */
 #define HT_FORMAT_HEADER_SIZE 84
 /* Offset of the header CRC-32C (which covers bytes 0..HEADER_CRC_OFFSET). */

@@ -36,11 +36,26 @@
  *   - a tracer whose hooks were taken out from under it (the other tool
  *     stopped and put back what it had saved before heaptrace started)
  *     notices at its next API call and stops with a warning (tracer.c).
+ *
+ * Sampling (sampling.h).  With a sampling interval, each thread counts down
+ * the bytes left to its next sample point, drawn from an exponential
+ * distribution by a per-thread generator; a block is recorded only when the
+ * countdown runs out inside it.  The common case is a load, a compare and
+ * a subtraction: a block that is not sampled costs no table work when it is
+ * allocated, and one table lookup that misses when it is freed.  The
+ * decision is taken after the wrapped allocator returned, with the
+ * reentrancy flag still set, so that pymalloc passing a large request on to
+ * the RAW hooks never counts the same bytes twice.
  */
+#include "tracer.h"     /* first: Python.h sets the feature macros */
 #include "hooks.h"
-#include "tracer.h"
+#include "sampling.h"
+#include "traces.h"
 
+#include <math.h>
 #include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Per thread: set while a hook is running on this thread, including while it
  * calls the allocator it wraps: pymalloc passes large requests on to the
@@ -101,6 +116,140 @@ passing(void *ctx)
     return !is_recording();
 }
 
+/* ---- sampling ------------------------------------------------------------- */
+
+/* The sampling interval in bytes, 0 when every block is recorded.  Written
+ * with the GIL held by ht_hooks_sampling; read by every hook (relaxed: a
+ * hook that sees the old value during start() records one block more or
+ * less, before any snapshot can be taken). */
+static _Atomic uint64_t sample_interval;
+/* Changes whenever the settings change, and in a fork child: a thread whose
+ * sample_seen differs seeds its generator again.  Written with the GIL held
+ * (release, after sample_seed/sample_seeded); read by every sampling hook. */
+static _Atomic uint32_t sample_epoch;
+/* The seed given to start(), if any.  Written with the GIL held before the
+ * epoch changes; read after an acquire load of the epoch. */
+static uint64_t sample_seed;
+static int sample_seeded;
+/* Threads seeded so far in this epoch (each gets its own stream).  Atomic. */
+static _Atomic uint64_t sample_threads;
+
+/* Per thread: bytes left before the next sample point (at least 1), the
+ * epoch the generator was seeded in, and the generator's state. */
+static _Thread_local uint64_t sample_left __attribute__((tls_model("initial-exec")));
+static _Thread_local uint32_t sample_seen __attribute__((tls_model("initial-exec")));
+static _Thread_local uint64_t sample_state __attribute__((tls_model("initial-exec")));
+
+/* splitmix64: the generator, and the mixer of seeds. */
+static inline uint64_t
+mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t
+next_random(void)
+{
+    sample_state += 0x9e3779b97f4a7c15u;
+    return mix64(sample_state);
+}
+
+/* Distance in bytes to the next sample point: ceil of an exponential
+ * variable of mean n, at least 1.  u is uniform in (0, 1]; log() does not
+ * allocate. */
+static uint64_t
+draw_distance(uint64_t n)
+{
+    double u = (double)((next_random() >> 11) + 1) * 0x1p-53;
+    double d = ceil(-log(u) * (double)n);
+    return d < 1.0 ? 1 : (uint64_t)d;
+}
+
+/* First sampling call of a thread in this epoch: seed, draw, decide. */
+static int
+sample_first(size_t size, uint64_t n)
+{
+    uint32_t epoch = atomic_load_explicit(&sample_epoch, memory_order_acquire);
+    uint64_t ordinal = atomic_fetch_add_explicit(&sample_threads, 1,
+                                                 memory_order_relaxed);
+    uint64_t base = sample_seed;
+    if (!sample_seeded) {
+        struct timespec now;
+        (void)clock_gettime(CLOCK_MONOTONIC, &now);
+        base = mix64((uint64_t)now.tv_nsec ^ ((uint64_t)now.tv_sec << 30))
+               ^ mix64((uint64_t)getpid()) ^ (uint64_t)(uintptr_t)&sample_left;
+    }
+    sample_state = mix64(base ^ mix64(ordinal + 1));
+    sample_seen = epoch;
+    sample_left = draw_distance(n);
+    if (sample_left > size) {
+        sample_left -= size;
+        return 0;
+    }
+    sample_left = draw_distance(n);
+    return 1;
+}
+
+/* Whether the block of size bytes just allocated by this thread is to be
+ * recorded: always when exact; with an interval, when the thread's countdown
+ * runs out inside it. */
+static inline int
+sample_hit(size_t size)
+{
+    uint64_t n = atomic_load_explicit(&sample_interval, memory_order_relaxed);
+    if (n == 0) {
+        return 1;
+    }
+    if (__builtin_expect(sample_seen
+                         != atomic_load_explicit(&sample_epoch, memory_order_relaxed), 0)) {
+        return sample_first(size, n);
+    }
+    if (sample_left > size) {
+        sample_left -= size;
+        return 0;
+    }
+    sample_left = draw_distance(n);
+    return 1;
+}
+
+/* Whether, when sampling, the block at ptr is certainly not traced (then
+ * freeing it needs nothing of the tracer: not even the reentrancy flag,
+ * since the wrapped free never calls back into a hook with a traced
+ * block).  Exact tracing: always 0. */
+static inline int
+sampled_out(void *ptr)
+{
+    return atomic_load_explicit(&sample_interval, memory_order_relaxed) != 0
+           && !ht_sample_maybe_traced(ptr);
+}
+
+int
+ht_hooks_sample(size_t size)
+{
+    return sample_hit(size);
+}
+
+void
+ht_hooks_sampling(uint64_t interval, int seeded, uint64_t seed)
+{
+    sample_seed = seed;
+    sample_seeded = seeded;
+    atomic_store_explicit(&sample_threads, 0, memory_order_relaxed);
+    atomic_store_explicit(&sample_interval, interval, memory_order_relaxed);
+    /* Never 0, the epoch a thread that never sampled has seen. */
+    uint32_t e = atomic_load_explicit(&sample_epoch, memory_order_relaxed) + 1;
+    atomic_store_explicit(&sample_epoch, e ? e : 1, memory_order_release);
+}
+
+void
+ht_hooks_sampling_forked(void)
+{
+    uint32_t e = atomic_load_explicit(&sample_epoch, memory_order_relaxed) + 1;
+    atomic_store_explicit(&sample_epoch, e ? e : 1, memory_order_release);
+}
+
 /* ---- MEM and OBJ: GIL held ------------------------------------------------ */
 
 static int
@@ -122,7 +271,7 @@ gil_malloc(void *ctx, size_t size)
     }
     reentrant = 1;
     void *ptr = a->malloc(a->ctx, size);
-    if (ptr != NULL && record_gil_side(ptr, size) < 0) {
+    if (ptr != NULL && sample_hit(size) && record_gil_side(ptr, size) < 0) {
         a->free(a->ctx, ptr);
         ptr = NULL;
     }
@@ -139,7 +288,8 @@ gil_calloc(void *ctx, size_t nelem, size_t elsize)
     }
     reentrant = 1;
     void *ptr = a->calloc(a->ctx, nelem, elsize);
-    if (ptr != NULL && record_gil_side(ptr, nelem * elsize) < 0) {
+    if (ptr != NULL && sample_hit(nelem * elsize)
+        && record_gil_side(ptr, nelem * elsize) < 0) {
         a->free(a->ctx, ptr);
         ptr = NULL;
     }
@@ -192,9 +342,16 @@ gil_realloc(void *ctx, void *ptr, size_t size)
         /* the old block and its trace are untouched */
     }
     else if (ptr == NULL) {
-        if (record_gil_side(ptr2, size) < 0) {
+        if (sample_hit(size) && record_gil_side(ptr2, size) < 0) {
             a->free(a->ctx, ptr2);
             ptr2 = NULL;
+        }
+    }
+    else if (!sample_hit(size)) {
+        /* Sampled tracing: the new block is not sampled; the old one's
+         * trace (if it was) goes. */
+        if (!sampled_out(ptr)) {
+            forget_gil_side(ptr);
         }
     }
     else {
@@ -215,6 +372,10 @@ static void
 gil_free(void *ctx, void *ptr)
 {
     PyMemAllocatorEx *a = ctx;
+    if (sampled_out(ptr)) {
+        a->free(a->ctx, ptr);
+        return;
+    }
     if (nested_while_recording()) {
         if (ptr != NULL) {
             forget_gil_side(ptr);
@@ -245,7 +406,7 @@ raw_malloc(void *ctx, size_t size)
     }
     reentrant = 1;
     void *ptr = a->malloc(a->ctx, size);
-    if (ptr != NULL && ht_tracer_add_raw(ptr, size, 0) < 0) {
+    if (ptr != NULL && sample_hit(size) && ht_tracer_add_raw(ptr, size, 0) < 0) {
         a->free(a->ctx, ptr);
         ptr = NULL;
     }
@@ -262,7 +423,8 @@ raw_calloc(void *ctx, size_t nelem, size_t elsize)
     }
     reentrant = 1;
     void *ptr = a->calloc(a->ctx, nelem, elsize);
-    if (ptr != NULL && ht_tracer_add_raw(ptr, nelem * elsize, 0) < 0) {
+    if (ptr != NULL && sample_hit(nelem * elsize)
+        && ht_tracer_add_raw(ptr, nelem * elsize, 0) < 0) {
         a->free(a->ctx, ptr);
         ptr = NULL;
     }
@@ -280,14 +442,16 @@ raw_realloc(void *ctx, void *ptr, size_t size)
     reentrant = 1;
     size_t old_size = 0;
     uint32_t old_tb = 0;
-    int had = ptr != NULL && ht_tracer_take_raw(ptr, &old_size, &old_tb);
+    int had = ptr != NULL && !sampled_out(ptr)
+              && ht_tracer_take_raw(ptr, &old_size, &old_tb);
     void *ptr2 = a->realloc(a->ctx, ptr, size);
     if (ptr2 == NULL) {
         if (had) {
             ht_tracer_put_back_raw(ptr, old_size, old_tb);
         }
     }
-    else if (ht_tracer_add_raw(ptr2, size, 0) < 0 && ptr == NULL) {
+    else if (sample_hit(size) && ht_tracer_add_raw(ptr2, size, 0) < 0
+             && ptr == NULL) {
         a->free(a->ctx, ptr2);
         ptr2 = NULL;
     }
@@ -299,6 +463,10 @@ static void
 raw_free(void *ctx, void *ptr)
 {
     PyMemAllocatorEx *a = ctx;
+    if (sampled_out(ptr)) {
+        a->free(a->ctx, ptr);
+        return;
+    }
     if (passing(ctx)) {
         a->free(a->ctx, ptr);
         return;

@@ -33,4 +33,24 @@ void ht_hooks_record(int on);
  * reached. */
 unsigned ht_hooks_reached(void);
 
+#include <stddef.h>
+#include <stdint.h>
+
+/* Sample with the given interval in bytes (0: record every block), seeding
+ * each thread's generator from seed when seeded is set (deterministic
+ * streams, for tests), from the clock and the thread otherwise.  Every
+ * thread draws a new countdown at its next allocation.  GIL held, before
+ * ht_hooks_record(1).  Never fails. */
+void ht_hooks_sampling(uint64_t interval, int seeded, uint64_t seed);
+
+/* In a fork child: make every thread seed its generator again, so that the
+ * child's samples do not repeat the parent's.  Never fails. */
+void ht_hooks_sampling_forked(void);
+
+/* Whether a block of size bytes just allocated by the calling thread is to
+ * be recorded: always when exact; when sampling, by the thread's countdown
+ * (sampling.h).  For paths other than the hooks (track(), native
+ * allocators).  Any thread.  Never fails. */
+int ht_hooks_sample(size_t size);
+
 #endif /* HT_HOOKS_H */

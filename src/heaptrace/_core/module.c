@@ -18,6 +18,7 @@
 #include "pytrack.h"
 #include "native.h"
 #include "refpath.h"
+#include "sampling.h"
 #include "../include/heaptrace.h"
 
 #include <limits.h>
@@ -107,19 +108,83 @@ frames_of(uint32_t tb, uint64_t generation)
 /* ---- the tracemalloc API ------------------------------------------------------ */
 
 PyDoc_STRVAR(start_doc,
-"start($module, nframe=1, /)\n--\n\n"
+"start($module, nframe=1, /, *, sampling_interval=None, sampling_seed=None)\n--\n\n"
 "Start tracing Python memory allocations.\n\n"
 "Also set the maximum number of frames stored in the traceback of a\n"
-"trace to nframe.");
+"trace to nframe.  With sampling_interval (a number of bytes), only a\n"
+"random sample of the blocks is recorded, about one per sampling_interval\n"
+"bytes allocated, and sizes and counts are reported as unbiased estimates;\n"
+"sampling_seed (an int) makes the sample repeatable.  Already tracing:\n"
+"nothing changes.");
+
+/* An int keyword argument of start() in [lo, hi], or None (*given = 0). */
+static int
+start_kw_u64(const char *name, PyObject *obj, uint64_t lo, uint64_t hi,
+             int *given, uint64_t *out)
+{
+    *given = 0;
+    if (obj == NULL || obj == Py_None) {
+        return 0;
+    }
+    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "start(): %s must be an int or None, "
+                     "not %.100s", name, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (lo == 0 && hi == UINT64_MAX) {
+        /* A seed: any int, reduced to 64 bits. */
+        if (overflow) {
+            PyErr_Clear();
+            v = (long long)PyLong_AsUnsignedLongLongMask(obj);
+            if (PyErr_Occurred()) {
+                return -1;
+            }
+        }
+        *out = (uint64_t)v;
+        *given = 1;
+        return 0;
+    }
+    if (overflow || v < 0 || (uint64_t)v < lo || (uint64_t)v > hi) {
+        PyErr_Format(PyExc_ValueError, "start(): %s must be from %llu to "
+                     "%llu bytes, or None", name, (unsigned long long)lo,
+                     (unsigned long long)hi);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    *given = 1;
+    return 0;
+}
 
 static PyObject *
-ht_py_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+ht_py_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs,
+            PyObject *kwnames)
 {
     CHECK_HOOKS();
     int nframe = 1;
     if (nargs > 1) {
         PyErr_Format(PyExc_TypeError, "start expected at most 1 argument, got %zd", nargs);
         return NULL;
+    }
+    PyObject *interval_obj = NULL, *seed_obj = NULL;
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(key, "sampling_interval") == 0) {
+            interval_obj = args[nargs + i];
+        }
+        else if (PyUnicode_CompareWithASCIIString(key, "sampling_seed") == 0) {
+            seed_obj = args[nargs + i];
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "start() got an unexpected keyword "
+                         "argument '%U'", key);
+            return NULL;
+        }
     }
     if (nargs == 1 && as_c_int(args[0], &nframe) < 0) {
         return NULL;
@@ -129,10 +194,36 @@ ht_py_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
                      "the number of frames must be in range [1; %d]", HT_MAX_NFRAME);
         return NULL;
     }
+    int has_interval, has_seed;
+    uint64_t interval = 0, seed = 0;
+    if (start_kw_u64("sampling_interval", interval_obj, 1, HT_SAMPLE_MAX_INTERVAL,
+                     &has_interval, &interval) < 0
+        || start_kw_u64("sampling_seed", seed_obj, 0, UINT64_MAX,
+                        &has_seed, &seed) < 0) {
+        return NULL;
+    }
+    /* (Refused while tracing: then start() changes nothing.) */
+    (void)ht_tracer_set_sampling(has_interval ? interval : 0, has_seed, seed);
     if (ht_tracer_start(nframe) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_sampling_interval_doc,
+"get_sampling_interval($module, /)\n--\n\n"
+"The sampling interval in bytes of the tracing in progress, or None when\n"
+"every block is traced (or not tracing).");
+
+static PyObject *
+ht_py_get_sampling_interval(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    CHECK_HOOKS();
+    uint64_t n = ht_tracer_is_tracing() ? ht_tracer_sampling_interval() : 0;
+    if (n == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromUnsignedLongLong(n);
 }
 
 PyDoc_STRVAR(stop_doc,
@@ -524,7 +615,10 @@ ht_py_native_status(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 }
 
 static PyMethodDef ht_methods[] = {
-    {"start", (PyCFunction)(void (*)(void))ht_py_start, METH_FASTCALL, start_doc},
+    {"start", (PyCFunction)(void (*)(void))ht_py_start,
+     METH_FASTCALL | METH_KEYWORDS, start_doc},
+    {"get_sampling_interval", ht_py_get_sampling_interval, METH_NOARGS,
+     get_sampling_interval_doc},
     {"stop", ht_py_stop, METH_NOARGS, stop_doc},
     {"is_tracing", ht_py_is_tracing, METH_NOARGS, is_tracing_doc},
     {"clear_traces", ht_py_clear_traces, METH_NOARGS, clear_traces_doc},

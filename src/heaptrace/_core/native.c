@@ -50,6 +50,7 @@
 #include "tracer.h"         /* first: Python.h before the system headers */
 #include "native.h"
 #include "got.h"
+#include "hooks.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -96,6 +97,9 @@ recording(void)
 static void
 record(void *ptr, size_t size)
 {
+    if (!ht_hooks_sample(size)) {
+        return;     /* sampled tracing, and this block is not in the sample */
+    }
     int saved = errno;
     busy = 1;
     (void)ht_tracer_add_native(ptr, size);

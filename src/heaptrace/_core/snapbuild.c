@@ -334,6 +334,7 @@ take(ht_snap *out)
     uint32_t *map_det = ht_malloc(((size_t)ndet + 1) * sizeof(uint32_t));
     b.strings = PyDict_New();
     out->traceback_limit = ht_tracer_nframe();
+    out->sampling_interval = ht_tracer_sampling_interval();
     /* The export's columns become the snapshot's: domains and sizes as
      * they are, traceback ids rewritten in place to canonical ones. */
     out->ntraces = n;

@@ -240,6 +240,7 @@ static int same_bytes(const void *a, const void *b, size_t n)
 int ht_snap_equal(const ht_snap *a, const ht_snap *b)
 {
     if (a->traceback_limit != b->traceback_limit ||
+        a->sampling_interval != b->sampling_interval ||
         a->nstrings != b->nstrings || a->nframes != b->nframes ||
         a->ntracebacks != b->ntracebacks || a->ntraces != b->ntraces) {
         return 0;

@@ -15,6 +15,7 @@
  * objects.
  */
 #include "snapobj.h"
+#include "sampling.h"
 
 #include <string.h>
 
@@ -195,7 +196,7 @@ fill_caches(SnapObj *self, const ht_raw_objects *objs)
 }
 
 PyDoc_STRVAR(from_raw_doc,
-"from_raw(traces, traceback_limit, /, *, legacy=True)\n--\n\n"
+"from_raw(traces, traceback_limit, /, *, legacy=True, sampling_interval=0)\n--\n\n"
 "Build a SnapshotData from raw trace tuples (domain, size, frames,\n"
 "total_nframe), frames being a tuple of (filename, lineno) tuples, most\n"
 "recent first.  With legacy, 3-tuples (no total_nframe) are accepted too.\n"
@@ -204,12 +205,17 @@ PyDoc_STRVAR(from_raw_doc,
 static PyObject *
 snapobj_from_raw(PyObject *Py_UNUSED(cls), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"", "", "legacy", NULL};
+    static char *kwlist[] = {"", "", "legacy", "sampling_interval", NULL};
     PyObject *traces;
     int limit;
     int legacy = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oi|$p:from_raw", kwlist,
-                                     &traces, &limit, &legacy)) {
+    unsigned long long interval = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oi|$pK:from_raw", kwlist,
+                                     &traces, &limit, &legacy, &interval)) {
+        return NULL;
+    }
+    if (interval > HT_SAMPLE_MAX_INTERVAL) {
+        PyErr_SetString(PyExc_ValueError, "sampling_interval out of range");
         return NULL;
     }
     ht_snap s;
@@ -217,6 +223,7 @@ snapobj_from_raw(PyObject *Py_UNUSED(cls), PyObject *args, PyObject *kwargs)
     if (ht_snap_from_raw(traces, limit, legacy, &s, &objs) < 0) {
         return NULL;
     }
+    s.sampling_interval = interval;
     SnapObj *self = (SnapObj *)ht_snapobj_new(&s);
     if (self != NULL) {
         fill_caches(self, &objs);
@@ -947,6 +954,12 @@ snapobj_get_limit(SnapObj *self, void *Py_UNUSED(closure))
     return PyLong_FromLong(self->s.traceback_limit);
 }
 
+static PyObject *
+snapobj_get_interval(SnapObj *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->s.sampling_interval);
+}
+
 /* ---- the type ---------------------------------------------------------------------------- */
 
 static PyMethodDef snapobj_methods[] = {
@@ -971,6 +984,8 @@ static PyMethodDef snapobj_methods[] = {
 static PyGetSetDef snapobj_getset[] = {
     {"traceback_limit", (getter)snapobj_get_limit, NULL,
      "The traceback limit the traces were recorded with.", NULL},
+    {"sampling_interval", (getter)snapobj_get_interval, NULL,
+     "The sampling interval in bytes of the traces, 0 when exact.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -32,6 +32,9 @@
 
 typedef struct ht_snap {
     int32_t traceback_limit;   /* Snapshot.traceback_limit */
+    uint64_t sampling_interval; /* bytes; 0 when every block was traced,
+                                 * else each trace stands for the blocks and
+                                 * bytes sampling.h gives (estimates) */
 
     uint32_t nstrings;
     uint64_t *str_off;         /* nstrings + 1 byte offsets into str_blob */

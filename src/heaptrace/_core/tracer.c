@@ -21,6 +21,12 @@ pthread_mutex_t ht_raw_lock = PTHREAD_MUTEX_INITIALIZER;
  * (an atomic load) by a RAW hook before it takes the lock. */
 static _Atomic int tracing;
 static int nframe_limit = 1;            /* GIL + raw lock to write */
+/* The sampling interval of the traces in the tables (0: exact) and the
+ * seed start() passes on to the hooks: set with the GIL and the raw lock
+ * held while not tracing; read with either held. */
+static uint64_t sampling_interval;
+static int sampling_seeded;
+static uint64_t sampling_seed;
 
 static ht_table gil_traces;             /* GIL */
 static ht_table raw_traces;             /* raw lock */
@@ -254,6 +260,7 @@ domain_table(unsigned int domain, int create)
     domains = d;
     d[ndomains].domain = domain;
     ht_table_init(&d[ndomains].table);
+    d[ndomains].table.interval = sampling_interval;
     return &d[ndomains++].table;
 }
 
@@ -300,6 +307,11 @@ ht_tracer_track(unsigned int domain, uintptr_t ptr, size_t size)
 {
     if (!atomic_load_explicit(&tracing, memory_order_relaxed)) {
         return -2;
+    }
+    if (!ht_hooks_sample(size)) {
+        /* Sampled tracing, and this block is not in the sample: it still
+         * replaces any trace of its address. */
+        return ht_tracer_untrack(domain, ptr);
     }
     PyGILState_STATE gil = 0;
     PyThreadState *ts = NULL;
@@ -475,6 +487,7 @@ clear_all(void)
     free(domains);
     domains = NULL;
     ndomains = 0;
+    ht_sample_filter_clear();
     ht_intern_clear(&garbage);
     native_lost = 0;
     atomic_store(&mem_gil, 0);
@@ -495,6 +508,7 @@ ht_tracer_start(int nframe)
     int rc = ht_intern_setup(nframe);
     if (rc == 0) {
         nframe_limit = nframe;
+        gil_traces.interval = raw_traces.interval = sampling_interval;
         atomic_store(&tracing, 1);
     }
     pthread_mutex_unlock(&ht_raw_lock);
@@ -502,10 +516,31 @@ ht_tracer_start(int nframe)
         PyErr_NoMemory();
         return -1;
     }
+    ht_hooks_sampling(sampling_interval, sampling_seeded, sampling_seed);
     ht_hooks_install();
     ht_hooks_record(1);
     (void)ht_pytrack_install();     /* best effort: see _pytrack_status() */
     return 0;
+}
+
+int
+ht_tracer_set_sampling(uint64_t interval, int seeded, uint64_t seed)
+{
+    if (atomic_load(&tracing)) {
+        return -1;
+    }
+    pthread_mutex_lock(&ht_raw_lock);
+    sampling_interval = interval;
+    sampling_seeded = seeded;
+    sampling_seed = seed;
+    pthread_mutex_unlock(&ht_raw_lock);
+    return 0;
+}
+
+uint64_t
+ht_tracer_sampling_interval(void)
+{
+    return sampling_interval;
 }
 
 void
@@ -712,7 +747,12 @@ ht_tracer_export(ht_export *out)
  * GIL, so the GIL tables are consistent too.  The child goes on tracing. */
 static void fork_prepare(void) { pthread_mutex_lock(&ht_raw_lock); }
 static void fork_parent(void) { pthread_mutex_unlock(&ht_raw_lock); }
-static void fork_child(void) { pthread_mutex_unlock(&ht_raw_lock); }
+static void
+fork_child(void)
+{
+    pthread_mutex_unlock(&ht_raw_lock);
+    ht_hooks_sampling_forked();
+}
 
 int
 ht_tracer_init_once(void)

@@ -75,6 +75,14 @@ void ht_tracer_put_back_raw(void *ptr, size_t size, uint32_t tb);
  * nothing changes, as in the standard module. */
 int ht_tracer_start(int nframe);
 
+/* The sampling the next ht_tracer_start uses: interval in bytes (0: exact,
+ * at most HT_SAMPLE_MAX_INTERVAL), and a seed for the hooks' generators when
+ * seeded is set.  Returns 0, or -1 (nothing changes) while tracing. */
+int ht_tracer_set_sampling(uint64_t interval, int seeded, uint64_t seed);
+
+/* The sampling interval of the traces (0: exact).  GIL held. */
+uint64_t ht_tracer_sampling_interval(void);
+
 /* Stop tracing and forget every trace.  Never fails. */
 void ht_tracer_stop(void);
 

@@ -45,6 +45,7 @@
  */
 #include "traces.h"
 #include "alloc.h"
+#include "sampling.h"
 
 #include <string.h>
 
@@ -485,7 +486,31 @@ ht_table_clear(ht_table *t)
     }
     free(t->regions);
     free(t->big);
+    uint64_t interval = t->interval;
     ht_table_init(t);
+    t->interval = interval;
+}
+
+_Atomic unsigned char ht_sample_filter[1u << HT_FILTER_BITS];
+
+void
+ht_sample_filter_clear(void)
+{
+    for (size_t i = 0; i < (1u << HT_FILTER_BITS); i++) {
+        atomic_store_explicit(&ht_sample_filter[i], 0, memory_order_relaxed);
+    }
+}
+
+static void
+filter_add(uintptr_t ptr, int delta)
+{
+    _Atomic unsigned char *c = &ht_sample_filter[ht_filter_slot(ptr)];
+    unsigned char v = atomic_load_explicit(c, memory_order_relaxed);
+    while (v != 255 && !(delta < 0 && v == 0)
+           && !atomic_compare_exchange_weak_explicit(c, &v, (unsigned char)(v + delta),
+                                                     memory_order_relaxed,
+                                                     memory_order_relaxed)) {
+    }
 }
 
 int
@@ -520,7 +545,8 @@ ht_table_put(ht_table *t, uintptr_t ptr, size_t size, uint32_t tb,
             }
             *old_size = prev;
             *cur = s;
-            t->bytes += size - prev;
+            t->bytes += ht_sample_bytes(size, t->interval)
+                        - ht_sample_bytes(prev, t->interval);
             return 0;
         }
         if ((p->used + 1) * 4 > (p->mask + 1) * 3) {
@@ -566,7 +592,10 @@ ht_table_put(ht_table *t, uintptr_t ptr, size_t size, uint32_t tb,
     }
     p->used++;
     t->count++;
-    t->bytes += size;
+    t->bytes += ht_sample_bytes(size, t->interval);
+    if (t->interval != 0) {
+        filter_add(ptr, 1);
+    }
     /* Blocks crowded into part of a region (a pool still being filled) pile
      * up on few home slots: give the page more resolution.  Failing to grow
      * only costs speed. */
@@ -598,7 +627,10 @@ ht_table_remove(ht_table *t, uintptr_t ptr, size_t *size)
     page_delete(p, i);
     p->used--;
     t->count--;
-    t->bytes -= s;
+    t->bytes -= ht_sample_bytes(s, t->interval);
+    if (t->interval != 0) {
+        filter_add(ptr, -1);
+    }
     *size = s;
     if (p->used == 0) {
         dormant_push(t, p);

@@ -65,7 +65,11 @@ typedef struct ht_table {
     ht_page *dormant_tail; /* oldest dormant page, evicted first */
     size_t ndormant;
     size_t count;          /* live blocks */
-    size_t bytes;          /* sum of their sizes */
+    size_t bytes;          /* sum of their sizes, each weighted by
+                            * ht_sample_bytes (sampling.h) */
+    uint64_t interval;     /* sampling interval that weights bytes, 0 when
+                            * exact; set by the owner while the table is
+                            * empty, kept by ht_table_clear */
     size_t page_bytes;     /* memory held by pages */
 } ht_table;
 
@@ -76,10 +80,43 @@ typedef struct {
     uint32_t tb;
 } ht_trace_out;
 
+/* The filter of sampled tracing: one saturating counter per slot, a slot
+ * standing for every 16 KiB region whose number hashes to it, counting the
+ * blocks of that region held by tables with a sampling interval.  A free of
+ * a block in a region whose slot is 0 needs no table lookup: that is the
+ * cost of freeing a block that was not sampled.  Counters change with
+ * relaxed atomics (the tables of the GIL and of the raw lock both count);
+ * a counter that reaches 255 stays there.  Zeroed by ht_sample_filter_clear
+ * when every sampled table is cleared at once. */
+#include <stdatomic.h>
+#define HT_FILTER_BITS 16
+extern _Atomic unsigned char ht_sample_filter[1u << HT_FILTER_BITS];
+
+static inline size_t
+ht_filter_slot(uintptr_t ptr)
+{
+    uint64_t region = (uint64_t)(ptr >> HT_REGION_SHIFT);
+    return (size_t)((region * 0x9e3779b97f4a7c15u) >> (64 - HT_FILTER_BITS));
+}
+
+/* Whether a table with a sampling interval may hold a block at ptr (0: it
+ * certainly does not).  Any thread.  Never fails. */
+static inline int
+ht_sample_maybe_traced(const void *ptr)
+{
+    return atomic_load_explicit(&ht_sample_filter[ht_filter_slot((uintptr_t)ptr)],
+                                memory_order_relaxed) != 0;
+}
+
+/* Zero the filter: only when no table with a sampling interval holds a
+ * block.  Never fails. */
+void ht_sample_filter_clear(void);
+
 /* Initialise an empty table.  Never fails (no memory is taken yet). */
 void ht_table_init(ht_table *t);
 
-/* Release all memory of the table and leave it empty.  Never fails. */
+/* Release all memory of the table and leave it empty (its interval is
+ * kept).  Never fails. */
 void ht_table_clear(ht_table *t);
 
 /* Record ptr with size and traceback id, replacing any entry for ptr.

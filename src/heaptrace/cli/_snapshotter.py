@@ -32,11 +32,17 @@ class Snapshotter:
     made before tracing starts, or is an int set by this file's code (a
     block whose most recent frame is heaptrace's, which the snapshot
     filters leave out): the names of the files are computed, not stored.
-    Only the process that created it writes: after fork(), the child's
-    copy does nothing.
+    Only the process that owns it writes.  After fork(), the child's copy
+    becomes the child's own snapshotter (with ``follow``): it starts a new
+    series named by the child's pid, re-arms the timer (fork does not copy
+    it), and writes its exit snapshot at exit, or, in a multiprocessing
+    child (which leaves with os._exit), from multiprocessing's exit hook.
+    Without ``follow`` the child's copy does nothing.
     """
 
-    def __init__(self, api, folder: str, keep: int, emit):
+    def __init__(self, api, folder: str, keep: int, emit, follow: bool = False):
+        self.follow = follow
+        self.interval = 0.0
         self.api = api
         self.folder = folder
         self.keep = keep
@@ -162,6 +168,7 @@ class Snapshotter:
         """Tracing has started: arm the timer, and write the snapshot asked
         for by a signal that came before."""
         self.started = True
+        self.interval = interval
         if interval > 0:
             self.timer = True
             self._real_setitimer(signal.ITIMER_REAL, interval, interval)
@@ -187,11 +194,35 @@ class Snapshotter:
                 pass
 
     def _after_fork_in_child(self) -> None:
+        if self.follow and self.started and not self.stopping:
+            self._become_child()
+            return
         # The child is not the snapshotter: it keeps no timer (fork does not
         # copy it) and gets back the signal handlers it would have had.
         self.stopping = True
         self.timer = False
         self.restore_signals()
+
+    def _become_child(self) -> None:
+        """In a fork child: a new series, under the child's pid."""
+        self.pid = os.getpid()
+        self.sequence = 0
+        self.first = 1
+        self.written = 0
+        self.busy = False
+        self.pending = False
+        self.held = None
+        if self.timer:
+            self._real_setitimer(signal.ITIMER_REAL, self.interval, self.interval)
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            # multiprocessing clears its finalizers in the child, then runs
+            # the after-fork hooks: register the exit snapshot from there.
+            mp_util.register_after_fork(self, Snapshotter._mp_child)
+
+    def _mp_child(self) -> None:
+        import multiprocessing.util as mp_util
+        mp_util.Finalize(None, self.finish, exitpriority=-1000)
 
     def release_alarm(self) -> None:
         """The program takes SIGALRM for itself: stop the timer, hand it back."""
@@ -235,7 +266,7 @@ class Snapshotter:
 
     def finish(self) -> None:
         """At exit: stop the timer, write the final snapshot, say where they went."""
-        if os.getpid() != self.pid or not self.started:
+        if os.getpid() != self.pid or not self.started or self.stopping:
             return
         self.stopping = True
         if self.timer:

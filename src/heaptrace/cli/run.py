@@ -23,8 +23,22 @@ never see half a file; nothing heaptrace keeps for itself is in it.  With
 heaptrace starts no thread: the --interval timer is SIGALRM
 (setitimer), and snapshots are written by the program's main thread
 between two of its Python instructions.  If the program sets up SIGALRM
-itself, the timer stops and heaptrace says so.  A child made by fork()
-takes no snapshots.
+itself, the timer stops and heaptrace says so.
+
+With --sample SIZE (e.g. 512KiB; or the environment variable
+HEAPTRACE_SAMPLE), only a random sample of the blocks is traced, about one
+per SIZE bytes allocated, and every size and count is an estimate: a
+fraction of the overhead, for production services.
+
+Child processes are followed: a child made by fork() (a pre-fork server's
+workers, multiprocessing with fork) and a Python child started with exec
+(multiprocessing with spawn or forkserver, subprocess running
+sys.executable) trace with the same settings and write their own series,
+heaptrace-<child pid>-<sequence>.snap, into the same folder.  Exec'd
+children are reached through their environment: HEAPTRACE_CHILD holds the
+settings, and a folder holding a sitecustomize module that starts tracing
+(and then runs the program's own sitecustomize, if any) comes first on
+PYTHONPATH.  --no-follow leaves children untraced.
 
 Everything after the script (or after -m MODULE, or after --) is the
 program's: it may use the same option names as run.
@@ -52,6 +66,8 @@ import zipfile
 
 from ..measure import _api
 from ._common import EXIT_TARGET_FAILED, CLIError, one_line
+from .._sizes import parse_size
+from ._child import environment as child_environment
 from ._snapshotter import Snapshotter, make_emitter
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,6 +105,13 @@ def add_arguments(parser) -> None:
                         help="do not install a signal handler")
     parser.add_argument("-k", "--keep", type=int, default=0, metavar="K",
                         help="keep only the newest K snapshots (default 0: keep all)")
+    parser.add_argument("--sample", metavar="SIZE",
+                        default=os.environ.get("HEAPTRACE_SAMPLE") or None,
+                        help="trace a random sample of about one block per SIZE bytes "
+                             "allocated (e.g. 512KiB) and report estimates; default: "
+                             "$HEAPTRACE_SAMPLE, else every block")
+    parser.add_argument("--no-follow", action="store_true",
+                        help="do not trace child processes")
     parser.add_argument("--json", action="store_true",
                         help="write heaptrace's messages as JSON lines on standard error "
                              "(see docs/json.md)")
@@ -102,7 +125,7 @@ USAGE = ("heaptrace run [options] script.py [args...]\n"
 #: Options of `run` that take a value (the next argument, unless given as
 #: --option=value).
 _VALUE_OPTIONS = {"-f", "--nframe", "-o", "--output", "--interval", "-s", "--signal",
-                  "-k", "--keep"}
+                  "-k", "--keep", "--sample"}
 
 
 def split_argv(argv: list) -> tuple:
@@ -181,6 +204,7 @@ def execute(args) -> int:
                        "give --interval 0")
     if args.keep < 0:
         raise CLIError("--keep must be 0 or more")
+    sample = _parse_sample(args.sample)
     signum = None
     if not args.no_signal and (args.signal != DEFAULT_SIGNAL or hasattr(signal, DEFAULT_SIGNAL)):
         signum = _parse_signal(args.signal, args.interval)
@@ -196,7 +220,7 @@ def execute(args) -> int:
     api = _api()
     emit = make_emitter(args.json)
     # Everything heaptrace keeps is made before tracing starts.
-    snapshotter = Snapshotter(api, folder, args.keep, emit)
+    snapshotter = Snapshotter(api, folder, args.keep, emit, follow=not args.no_follow)
     snapshotter.install(signum, args.interval)
     snapshotter.warm_up(args.nframe)
     atexit.register(snapshotter.finish)
@@ -206,10 +230,14 @@ def execute(args) -> int:
     if signum is not None:
         when.append(f"on {signum.name} (kill -{signum.name[3:]} {os.getpid()})")
     when.append("at exit")
-    emit("start", f"tracing {shown} with {args.nframe} frames; snapshots go to {folder} "
-                  f"{', '.join(when)}",
+    how = f"sampling every {args.sample} (estimates)" if sample else "every block"
+    emit("start", f"tracing {shown} with {args.nframe} frames, {how}; snapshots go to "
+                  f"{folder} {', '.join(when)}",
          pid=os.getpid(), folder=folder, nframe=args.nframe, interval=args.interval,
-         signal=signum.name if signum else None, keep=args.keep)
+         signal=signum.name if signum else None, keep=args.keep, sample=sample)
+    if not args.no_follow:
+        os.environ.update(child_environment(folder, args.nframe, sample, args.interval,
+                                            signum, args.keep, args.json))
     sys.argv = argv
     if sys.path:
         sys.path[0] = path0
@@ -218,13 +246,26 @@ def execute(args) -> int:
     sys.modules["__main__"] = module
     if not api.is_tracing():
         try:
-            api.start(args.nframe, native=args.native)
+            api.start(args.nframe, native=args.native, sampling_interval=sample)
         except RuntimeError as error:
             raise CLIError(f"--native: {error}") from None
     snapshotter.begin(args.interval)
     code = _run_program(code, module, snapshotter)
     snapshotter.exit_code = code
     return code
+
+
+def _parse_sample(text):
+    """The --sample interval in bytes, or None."""
+    if text is None or text == "":
+        return None
+    try:
+        size = parse_size(text)
+    except ValueError as error:
+        raise CLIError(f"--sample: {one_line(error)}") from None
+    if not 1 <= size <= 1 << 40:
+        raise CLIError(f"--sample: {text!r} is out of range (1 B to 1 TiB)")
+    return size
 
 
 def _compile_failed(what: str, error: BaseException) -> CLIError:
