@@ -22,8 +22,11 @@
 /* The 8 magic bytes that open every file: "\x89HTSNAP\n". */
 #define HT_FORMAT_MAGIC "\x89HTSNAP\n"
 #define HT_FORMAT_MAGIC_LEN 8
-/* The format version this code writes and the only one it reads. */
-#define HT_FORMAT_VERSION 1
+/* The format version this code writes; it reads this one and version 1. */
+#define HT_FORMAT_VERSION 2
+/* Version 2, flags bit 0: the body goes on after the trace table with the
+ * native-frame section (an 8-byte length, then the section). */
+#define HT_FORMAT_FLAG_NATIVE 1u
 /* Size of the fixed header, header CRC included. */
 #define HT_FORMAT_HEADER_SIZE 84
 /* Offset of the header CRC-32C (which covers bytes 0..HEADER_CRC_OFFSET). */
