@@ -1168,6 +1168,41 @@ class Snapshot:
         stats.sort(key=Statistic._sort_key, reverse=True)
         return stats
 
+    def _native_paths(self, key_type, cumulative=False):
+        """The C call paths of the native blocks, per group of statistics().
+
+        A dict mapping each group's Traceback to a list of (size, count,
+        native_frames) of the distinct call paths of its blocks, biggest
+        first.  Only blocks with native frames count; a snapshot without
+        any (or of raw tuples) gives {}.
+        """
+        _check_grouping(key_type, cumulative)
+        data = self._snapdata()
+        if data is None:
+            return {}
+        group_of = _group_of(key_type, cumulative)
+        sums = {}
+        for index, stack in data.native_index():
+            _domain, size, frames, _total = data.raw(index)
+            if not frames:
+                continue
+            for unit in (frames if cumulative else (frames,)):
+                key = (group_of(unit), stack)
+                entry = sums.get(key)
+                if entry is None:
+                    sums[key] = [size, 1]
+                else:
+                    entry[0] += size
+                    entry[1] += 1
+        paths = {}
+        for (group, stack), (size, count) in sums.items():
+            paths.setdefault(Traceback(group), []).append((size, count, stack))
+        for group, items in paths.items():
+            items.sort(key=lambda item: (-item[0], -item[1], item[2]))
+            paths[group] = [(size, count, _native_frames(data.native_stack(stack)))
+                            for size, count, stack in items]
+        return paths
+
     def compare_to(self, old_snapshot, key_type, cumulative=False):
         """Return StatisticDiff objects from *old_snapshot* to this one.
 
