@@ -106,9 +106,14 @@ ht_nstack_capture(uintptr_t *ips)
 {
     void *buf[HT_NSTACK_MAX + OWN_SLACK];
     int n = backtrace(buf, HT_NSTACK_MAX + OWN_SLACK);
+    /* Drop everything up to heaptrace's outermost frame among the first
+     * few (the hook, record(), this function; and a frame of a runtime
+     * that intercepts backtrace(), such as a sanitizer's, before them). */
     int skip = 0;
-    while (skip < n && (uintptr_t)buf[skip] >= own_lo && (uintptr_t)buf[skip] < own_hi) {
-        skip++;
+    for (int i = 0; i < n && i < OWN_SLACK; i++) {
+        if ((uintptr_t)buf[i] >= own_lo && (uintptr_t)buf[i] < own_hi) {
+            skip = i + 1;
+        }
     }
     int k = 0;
     for (int i = skip; i < n && k < HT_NSTACK_MAX; i++) {
@@ -374,7 +379,9 @@ ht_nstack_get(uint32_t id, uintptr_t *ips)
     }
     uint32_t lo = stack_off[id], hi = stack_off[id + 1];
     uint32_t n = hi - lo > HT_NSTACK_MAX ? HT_NSTACK_MAX : hi - lo;
-    memcpy(ips, ips_arena + lo, (size_t)n * sizeof(*ips));
+    if (n > 0) {
+        memcpy(ips, ips_arena + lo, (size_t)n * sizeof(*ips));
+    }
     return (int)n;
 }
 
