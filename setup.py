@@ -16,7 +16,8 @@ SOURCES = [
     for name in ("module.c", "hooks.c", "tracer.c", "traces.c", "intern.c",
                  "snapbuild.c", "snapdata.c",
                  "analysis.c", "snapobj.c", "snapraw.c", "pickscan.c", "slots.c",
-                 "format.c", "got.c", "pytrack.c", "native.c", "refpath.c")
+                 "format.c", "got.c", "pytrack.c", "native.c", "refpath.c",
+                 "nstack.c")
 ]
 
 include = sysconfig.get_paths()["include"]

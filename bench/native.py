@@ -2,7 +2,9 @@
 
 Modes, each run in a fresh interpreter with interleaved repetitions (as in
 overhead.py): untraced; ``heaptrace.start(1)`` (exact: Python's allocators
-only); ``heaptrace.start(1, native=True)``; memray's ``Tracker`` writing to
+only); ``heaptrace.start(1, native=True)``; ``heaptrace.start(1,
+native=True, native_frames=True)`` (each native block's C call path too);
+memray's ``Tracker`` writing to
 a file in /tmp, without and with ``native_traces=True`` (its native mode).
 
 Workloads:
@@ -32,7 +34,8 @@ sys.path.insert(0, HERE)
 
 from _common import geomean, markdown_table  # noqa: E402
 
-MODES = ["untraced", "heaptrace", "heaptrace-native", "memray", "memray-native"]
+MODES = ["untraced", "heaptrace", "heaptrace-native", "heaptrace-native-frames",
+         "memray", "memray-native"]
 NATIVE_WORKLOADS = ["numpy_arrays", "c_library"]
 
 CLIB_C = r"""
@@ -100,7 +103,8 @@ def child(args):
     out = None
     if args.mode.startswith("heaptrace"):
         import heaptrace
-        heaptrace.start(1, native=args.mode == "heaptrace-native")
+        heaptrace.start(1, native=args.mode.startswith("heaptrace-native"),
+                        native_frames=args.mode == "heaptrace-native-frames")
     elif args.mode.startswith("memray"):
         import memray
         out = os.path.join(tempfile.mkdtemp(), "memray.bin")

@@ -108,5 +108,32 @@ int main(int argc, char **argv)
     build(&s, 3, 200, 1, 1000, 2);
     write(dir, "rank_map.htsnap", &s, "");
     ht_snap_free(&s);
+    /* native frames (version 2): stacks of 0, 2 and 3 frames */
+    build(&s, 4, 5, 2, 30, 0);
+    {
+        static const uint32_t func[] = {1, 0, 2};
+        static const uint32_t lib[] = {1, 1, 3};
+        static const uint64_t off[] = {0x1140, 0x6f79, 0x2508e3};
+        static const uint32_t stoff[] = {0, 0, 2, 5};
+        static const uint32_t stfr[] = {0, 1, 2, 1, 0};
+        s.nnframes = 3;
+        s.nf_func = xcalloc(3, sizeof(uint32_t));
+        s.nf_lib = xcalloc(3, sizeof(uint32_t));
+        s.nf_off = xcalloc(3, sizeof(uint64_t));
+        memcpy(s.nf_func, func, sizeof(func));
+        memcpy(s.nf_lib, lib, sizeof(lib));
+        memcpy(s.nf_off, off, sizeof(off));
+        s.nnstacks = 3;
+        s.ns_off = xcalloc(4, sizeof(uint32_t));
+        s.ns_frames = xcalloc(5, sizeof(uint32_t));
+        memcpy(s.ns_off, stoff, sizeof(stoff));
+        memcpy(s.ns_frames, stfr, sizeof(stfr));
+        s.tr_nstack = xcalloc(30, sizeof(uint32_t));
+        for (uint32_t i = 0; i < 30; i++) {
+            s.tr_nstack[i] = i % 3;
+        }
+    }
+    write(dir, "native_frames.htsnap", &s, "");
+    ht_snap_free(&s);
     return 0;
 }

@@ -18,6 +18,7 @@ from heaptrace._api import (  # noqa: F401
     DomainFilter,
     Filter,
     Frame,
+    NativeFrame,
     Snapshot,
     SnapshotFormatError,
     Statistic,
@@ -61,7 +62,8 @@ from heaptrace._core import (  # noqa: F401,E402
 )
 
 
-def start(nframe=1, /, *, native=False, sampling_interval=None, sampling_seed=None):
+def start(nframe=1, /, *, native=False, native_frames=False, sampling_interval=None,
+          sampling_seed=None):
     """Start tracing Python memory allocations.
 
     Also set the maximum number of frames stored in the traceback of a
@@ -79,12 +81,19 @@ def start(nframe=1, /, *, native=False, sampling_interval=None, sampling_seed=No
     RuntimeError where that cannot be done (not Linux with glibc), leaving
     tracing as it was.  Already tracing: the traceback limit stays, and
     ``native=True`` adds native tracing.
+
+    With ``native_frames=True`` (with ``native=True``), each native block
+    also keeps its C call path, up to 16 return addresses: a snapshot's
+    traces then have ``native_frames`` (see NativeFrame), symbolized when
+    the snapshot is taken.
     """
+    if native_frames and not native:
+        raise ValueError("native_frames=True needs native=True")
     was_tracing = _core.is_tracing()
     _core.start(nframe, sampling_interval=sampling_interval, sampling_seed=sampling_seed)
     if native:
         try:
-            _core._native_start()
+            _core._native_start(bool(native_frames))
         except BaseException:
             if not was_tracing:
                 _core.stop()
@@ -132,6 +141,7 @@ __all__ = [
     "get_include",
     # heaptrace extras: native memory (start(native=True)).
     "NATIVE_DOMAIN",
+    "NativeFrame",
     "is_native",
     # heaptrace extra: the sampling interval of the tracing in progress.
     "get_sampling_interval",

@@ -195,13 +195,64 @@ class Traceback(Sequence):
 # -- Traces --------------------------------------------------------------------
 
 
+class NativeFrame:
+    """One frame of a native block's C call path (native_frames=True).
+
+    *function* is the name of the symbol the address falls in, or None
+    when the object exports none there; *library* the path of the shared
+    object (``"<unknown>"`` when no loaded object holds the address); and
+    *offset* the address of the call inside that object (relative to where
+    it is loaded), as ``addr2line -e library -f offset`` takes it.
+    """
+
+    __slots__ = ("function", "library", "offset")
+
+    def __init__(self, function, library, offset):
+        self.function = function
+        self.library = library
+        self.offset = offset
+
+    def _key(self):
+        return (self.function, self.library, self.offset)
+
+    def __eq__(self, other):
+        if isinstance(other, NativeFrame):
+            return self._key() == other._key()
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __str__(self):
+        return "%s (%s+%#x)" % (self.function or "??", self.library, self.offset)
+
+    def __repr__(self):
+        return "<NativeFrame function=%r library=%r offset=%#x>" % self._key()
+
+
+def _native_frames(raw):
+    """NativeFrame objects of raw (function, library, offset) tuples."""
+    return tuple(NativeFrame(*frame) for frame in raw)
+
+
 class Trace:
     """One traced memory block: its domain, size and allocation traceback."""
 
-    __slots__ = ("_trace",)
+    __slots__ = ("_trace", "_native")
 
-    def __init__(self, trace):
+    def __init__(self, trace, _native=()):
         self._trace = trace
+        self._native = _native
+
+    @property
+    def native_frames(self):
+        """The C call path of a native block (start(native=True,
+        native_frames=True)), innermost first, as NativeFrame objects; ()
+        for any other block."""
+        native = self._native
+        if native and not isinstance(native[0], NativeFrame):
+            native = self._native = _native_frames(native)
+        return native
 
     @property
     def domain(self):
@@ -320,11 +371,35 @@ class _Traces(Sequence):
         return len(self._data)
 
     def __getitem__(self, index):
-        if "_traces" not in self.__dict__ and type(index) is int:
-            return Trace(self._data.raw(index))
+        state = self.__dict__
+        if "_traces" not in state and type(index) is int:
+            data = self._data
+            return Trace(data.raw(index), data.native(index))
         if isinstance(index, slice):
+            if "_traces" not in state:
+                data = self._data
+                return tuple(Trace(data.raw(i), data.native(i))
+                             for i in range(len(data))[index])
             return tuple(Trace(raw) for raw in self._traces[index])
-        return Trace(self._traces[index])
+        raw = self._traces[index]
+        return Trace(raw, self._native_of(index, raw))
+
+    def _native_of(self, index, raw):
+        """The native frames of trace *index* of the list, while the list
+        still holds the engine's own tuple there; () otherwise."""
+        state = self.__dict__
+        data = state.get("_data")
+        source = state.get("_data_source")
+        if data is None or source is None or source[1:] or type(index) is not int:
+            return ()
+        items = source[0]
+        if len(items) != len(self._traces) or len(items) != len(data):
+            return ()
+        if index < 0:
+            index += len(items)
+        if not 0 <= index < len(items) or items[index] is not raw:
+            return ()
+        return data.native(index)
 
     def __contains__(self, trace):
         return trace._trace in self._traces
@@ -1154,6 +1229,41 @@ class Snapshot:
         stats = list(self._grouped(key_type, cumulative).values())
         stats.sort(key=Statistic._sort_key, reverse=True)
         return stats
+
+    def _native_paths(self, key_type, cumulative=False):
+        """The C call paths of the native blocks, per group of statistics().
+
+        A dict mapping each group's Traceback to a list of (size, count,
+        native_frames) of the distinct call paths of its blocks, biggest
+        first.  Only blocks with native frames count; a snapshot without
+        any (or of raw tuples) gives {}.
+        """
+        _check_grouping(key_type, cumulative)
+        data = self._snapdata()
+        if data is None:
+            return {}
+        group_of = _group_of(key_type, cumulative)
+        sums = {}
+        for index, stack in data.native_index():
+            _domain, size, frames, _total = data.raw(index)
+            if not frames:
+                continue
+            for unit in (frames if cumulative else (frames,)):
+                key = (group_of(unit), stack)
+                entry = sums.get(key)
+                if entry is None:
+                    sums[key] = [size, 1]
+                else:
+                    entry[0] += size
+                    entry[1] += 1
+        paths = {}
+        for (group, stack), (size, count) in sums.items():
+            paths.setdefault(Traceback(group), []).append((size, count, stack))
+        for group, items in paths.items():
+            items.sort(key=lambda item: (-item[0], -item[1], item[2]))
+            paths[group] = [(size, count, _native_frames(data.native_stack(stack)))
+                            for size, count, stack in items]
+        return paths
 
     def compare_to(self, old_snapshot, key_type, cumulative=False):
         """Return StatisticDiff objects from *old_snapshot* to this one.

@@ -159,6 +159,34 @@ static void snap_edge(ht_snap *s)
                dom, size, tb, 7);
 }
 
+/* Give s native frames (format version 2): three frames (one without a
+ * function), three stacks (empty, two and three frames), trace i using
+ * stack i % 3.  s needs at least two strings. */
+static void snap_add_native(ht_snap *s)
+{
+    static const uint32_t func[] = {1, 0, 2};
+    static const uint32_t lib[] = {1, 1, 0};
+    static const uint64_t off[] = {0x1140, UINT64_MAX, 0};
+    static const uint32_t stoff[] = {0, 0, 2, 5};
+    static const uint32_t stfr[] = {0, 1, 2, 1, 0};
+    s->nnframes = 3;
+    s->nf_func = xmalloc(sizeof(func));
+    s->nf_lib = xmalloc(sizeof(lib));
+    s->nf_off = xmalloc(sizeof(off));
+    memcpy(s->nf_func, func, sizeof(func));
+    memcpy(s->nf_lib, lib, sizeof(lib));
+    memcpy(s->nf_off, off, sizeof(off));
+    s->nnstacks = 3;
+    s->ns_off = xmalloc(sizeof(stoff));
+    s->ns_frames = xmalloc(sizeof(stfr));
+    memcpy(s->ns_off, stoff, sizeof(stoff));
+    memcpy(s->ns_frames, stfr, sizeof(stfr));
+    s->tr_nstack = xmalloc((s->ntraces ? s->ntraces : 1) * sizeof(uint32_t));
+    for (uint64_t i = 0; i < s->ntraces; i++) {
+        s->tr_nstack[i] = (uint32_t)(i % 3);
+    }
+}
+
 /* A random snapshot; `shape` varies how the columns look so that every
  * column coding (raw, delta, runs) gets chosen somewhere. */
 static void snap_random(ht_snap *s, int shape)
@@ -561,6 +589,20 @@ static void test_roundtrips(void)
     roundtrip(&s, NULL, 0, "zeroed snapshot", &len);
     printf("  empty snapshot: %zu bytes\n", len);
 
+    snap_edge(&s);
+    snap_add_native(&s);
+    roundtrip(&s, NULL, 0, "native frames", &len);
+    printf("  edge snapshot with native frames: %zu bytes\n", len);
+    s.tr_nstack[1] = 3;
+    CHECK(ht_snap_validate(&s, NULL, 0) != 0, "stack id out of range accepted");
+    s.tr_nstack[1] = 1;
+    s.nf_lib[0] = s.nstrings;
+    CHECK(ht_snap_validate(&s, NULL, 0) != 0, "library id out of range accepted");
+    s.nf_lib[0] = 1;
+    s.ns_frames[4] = 3;
+    CHECK(ht_snap_validate(&s, NULL, 0) != 0, "frame id out of range accepted");
+    ht_snap_free(&s);
+
     snap_alloc(&s, 0, 0, 0, 0, 0, 0);
     roundtrip(&s, (const uint8_t *)"{}", 2, "empty snapshot, built", NULL);
     ht_snap_free(&s);
@@ -691,6 +733,23 @@ static void test_prefixes(void)
     printf("  %zu prefixes: all TRUNCATED%s\n", len,
            n_fail == before ? "" : " (NOT)");
     free(buf);
+    /* the same with a native-frame section */
+    snap_edge(&s);
+    snap_add_native(&s);
+    encode_or_die(&s, NULL, &buf, &len);
+    ht_snap_free(&s);
+    before = n_fail;
+    for (size_t n = 0; n < len; n++) {
+        uint8_t *copy = xmalloc(n);
+        memcpy(copy, buf, n);
+        CHECK(hostile(copy, n) == HT_FORMAT_TRUNCATED, "native prefix of %zu "
+              "bytes", n);
+        free(copy);
+    }
+    CHECK(hostile(buf, len) == HT_FORMAT_OK, "whole native file");
+    printf("  %zu prefixes of a file with native frames: all TRUNCATED%s\n",
+           len, n_fail == before ? "" : " (NOT)");
+    free(buf);
 }
 
 static void flips(const uint8_t *buf, size_t len, long *fixed_ok)
@@ -731,6 +790,13 @@ static void test_bitflips(void)
     long fixed_ok = 0;
     snap_edge(&s);
     encode_or_die(&s, "{\"a\": 1}", &buf, &len);
+    ht_snap_free(&s);
+    flips(buf, len, &fixed_ok);
+    total_bits += 8 * len;
+    free(buf);
+    snap_edge(&s);
+    snap_add_native(&s);
+    encode_or_die(&s, NULL, &buf, &len);
     ht_snap_free(&s);
     flips(buf, len, &fixed_ok);
     total_bits += 8 * len;
@@ -1048,10 +1114,23 @@ static void test_crafted(void)
            "supported", "version 3");
     expect(h, 12, HT_FORMAT_UNSUPPORTED_VERSION, "version 3", "short v3");
     memcpy(h, buf, len);
+    put32(h + 12, 2);
+    fix_crc(h, len);
+    expect(h, len, HT_FORMAT_UNSUPPORTED_VERSION, "unknown flags 0x2",
+           "flags");
+    /* version 1 has no native-frame flag */
+    memcpy(h, buf, len);
+    put32(h + 8, 1);
     put32(h + 12, 1);
     fix_crc(h, len);
-    expect(h, len, HT_FORMAT_UNSUPPORTED_VERSION, "unknown flags 0x1",
-           "flags");
+    expect(h, len, HT_FORMAT_UNSUPPORTED_VERSION, "unknown flags 0x1 in a "
+           "version 1 file", "v1 flags");
+    /* the native flag without its section */
+    memcpy(h, buf, len);
+    put32(h + 8, 2);
+    put32(h + 12, 1);
+    fix_crc(h, len);
+    expect(h, len, HT_FORMAT_TRUNCATED, "native frame section", "native flag");
     memcpy(h, buf, len);
     h[20] ^= 1;
     expect(h, len, HT_FORMAT_CORRUPT, "header checksum mismatch", "header");
@@ -1403,10 +1482,18 @@ static void test_sampled(void)
         at += (size_t)get64(buf + 40 + 8 * k);
     }
     CHECK(buf[at] == 1, "interval varint at the start of the trace section");
+    /* 0 is an exact snapshot (version 2 for its native frames, say). */
     buf[at] = 0;
     fix_crc(buf, len);
-    expect(buf, len, HT_FORMAT_CORRUPT, "sampling interval 0 is out of range",
-           "interval 0");
+    expect(buf, len, HT_FORMAT_OK, NULL, "interval 0");
+    free(buf);
+    /* One past the largest interval. */
+    s.sampling_interval = HT_FORMAT_MAX_INTERVAL;
+    encode_or_die(&s, NULL, &buf, &len);
+    CHECK(buf[at] == 0x80, "interval 2^40 as a varint");
+    buf[at] = 0x81;
+    fix_crc(buf, len);
+    expect(buf, len, HT_FORMAT_CORRUPT, "is out of range", "interval 2^40 + 1");
     free(buf);
     ht_snap_free(&s);
 }

@@ -737,6 +737,20 @@ ht_snap_copy_tables(const ht_snap *s, ht_snap *out)
         ht_snap_free(out);
         return HT_AN_NOMEM;
     }
+    /* Native frames: the frame and stack tables (tr_nstack goes with the
+     * traces). */
+    out->nnframes = s->nnframes;
+    out->nnstacks = s->nnstacks;
+    size_t nsf = s->ns_off != NULL ? (size_t)s->ns_off[s->nnstacks] : 0;
+    if (dup_array((void **)&out->nf_func, s->nf_func, s->nnframes * sizeof(uint32_t))
+        || dup_array((void **)&out->nf_lib, s->nf_lib, s->nnframes * sizeof(uint32_t))
+        || dup_array((void **)&out->nf_off, s->nf_off, s->nnframes * sizeof(uint64_t))
+        || dup_array((void **)&out->ns_off, s->ns_off,
+                     s->ns_off ? (s->nnstacks + (size_t)1) * sizeof(uint32_t) : 0)
+        || dup_array((void **)&out->ns_frames, s->ns_frames, nsf * sizeof(uint32_t))) {
+        ht_snap_free(out);
+        return HT_AN_NOMEM;
+    }
     return 0;
 }
 
@@ -863,12 +877,22 @@ ht_filter_snap(const ht_snap *s, const ht_filter *filters, size_t nfilters,
             rc = HT_AN_NOMEM;
             goto done;
         }
+        if (s->tr_nstack != NULL) {
+            out->tr_nstack = ht_malloc(kept * sizeof(uint32_t));
+            if (out->tr_nstack == NULL) {
+                rc = HT_AN_NOMEM;
+                goto done;
+            }
+        }
         uint64_t k = 0;
         for (uint64_t i = 0; i < s->ntraces; i++) {
             if (keep == NULL || keep[i]) {
                 out->tr_domain[k] = s->tr_domain[i];
                 out->tr_size[k] = s->tr_size[i];
                 out->tr_tb[k] = s->tr_tb[i];
+                if (out->tr_nstack != NULL) {
+                    out->tr_nstack[k] = s->tr_nstack[i];
+                }
                 k++;
             }
         }

@@ -22,6 +22,11 @@
  * before they are used, every id against the table it points into, varints
  * must be minimal and fit 64 bits, and the result is run through
  * ht_snap_validate before it is returned.
+ *
+ * Version 2 adds one optional part, kept apart in the "native frames"
+ * functions below: when the snapshot has native frames, flags bit 0 is set
+ * and the body goes on after the trace table with an 8-byte length and the
+ * native-frame section.  Version 1 files (no such part) still load.
  */
 #include "format.h"
 
@@ -500,6 +505,62 @@ static int rank_tracebacks(const ht_snap *s, uint32_t **order,
     return 0;
 }
 
+/* ---- native frames (version 2, flag HT_FORMAT_FLAG_NATIVE) ---- */
+
+/* The native-frame section's columns, in file order. */
+enum { N_FUNC, N_LIB, N_OFF, N_STLEN, N_STFRAMES, N_TRSTACK, NNCOL };
+
+typedef struct {
+    int present;
+    uint32_t *lengths;         /* frames per stack (malloc'ed) */
+    enc_col col[NNCOL];
+    uint64_t len;              /* bytes of the section */
+} native_enc;
+
+/* Plan the native-frame section of s (absent when s has none).  0, or -1
+ * when out of memory (nothing allocated). */
+static int native_plan(const ht_snap *s, native_enc *n)
+{
+    memset(n, 0, sizeof(*n));
+    if (s->nnstacks == 0) {
+        return 0;
+    }
+    n->present = 1;
+    n->lengths = fmt_malloc((size_t)s->nnstacks * sizeof(uint32_t));
+    if (n->lengths == NULL) {
+        return -1;
+    }
+    for (uint32_t i = 0; i < s->nnstacks; i++) {
+        n->lengths[i] = s->ns_off[i + 1] - s->ns_off[i];
+    }
+    uint64_t nentries = s->ns_off[s->nnstacks];
+    enc_col col[NNCOL] = {
+        [N_FUNC] = {s, SRC_U32, s->nf_func, s->nnframes, 1, 0, 0},
+        [N_LIB] = {s, SRC_U32, s->nf_lib, s->nnframes, 1, 0, 0},
+        [N_OFF] = {s, SRC_U64, s->nf_off, s->nnframes, 0, 0, 0},
+        [N_STLEN] = {s, SRC_U32, n->lengths, s->nnstacks, 0, 0, 0},
+        [N_STFRAMES] = {s, SRC_U32, s->ns_frames, nentries, 0, 0, 0},
+        [N_TRSTACK] = {s, SRC_U32, s->tr_nstack, s->ntraces, 0, 0, 0},
+    };
+    n->len = varint_len(s->nnframes) + varint_len(s->nnstacks);
+    for (int k = 0; k < NNCOL; k++) {
+        enc_choose(&col[k]);
+        n->len += col[k].size;
+        n->col[k] = col[k];
+    }
+    return 0;
+}
+
+static uint8_t *native_write(uint8_t *p, const native_enc *n)
+{
+    p = put_varint(p, n->col[N_OFF].n);          /* nnframes */
+    p = put_varint(p, n->col[N_STLEN].n);        /* nnstacks */
+    for (int k = 0; k < NNCOL; k++) {
+        p = enc_write(p, &n->col[k]);
+    }
+    return p;
+}
+
 int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
                      uint8_t **out, size_t *out_len)
 {
@@ -547,10 +608,15 @@ int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
         }
     }
     sec_len[SEC_META] = meta_len;
+    /* Version 1 when exact and without native frames, so that such files
+     * stay readable by readers of version 1; version 2 opens the trace
+     * section with the sampling interval (0: exact) and may carry the
+     * native-frame section (flags bit 0). */
+    int version2 = s->sampling_interval != 0 || s->nnstacks != 0;
     for (int k = SEC_STRINGS; k < NSEC; k++) {
         sec_len[k] = k == SEC_STRINGS ? blob_len
                    : k == SEC_TRACES ? varint_len(map_n) : 0;
-        if (k == SEC_TRACES && s->sampling_interval != 0) {
+        if (k == SEC_TRACES && version2) {
             sec_len[k] += varint_len(s->sampling_interval);
         }
         for (int c = first_col[k]; c < first_col[k + 1]; c++) {
@@ -563,20 +629,28 @@ int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
     for (int k = 0; k < NSEC; k++) {
         total += sec_len[k];
     }
+    native_enc nat;
+    if (native_plan(s, &nat) < 0) {
+        free(order);
+        free(rank_of);
+        return -1;
+    }
+    if (nat.present) {
+        total += 12 + nat.len;
+    }
     uint8_t *buf = total > SIZE_MAX ? NULL : fmt_malloc((size_t)total);
     if (buf == NULL) {
         free(order);
         free(rank_of);
+        free(nat.lengths);
         return -1;
     }
 
     uint8_t *p = buf;
     memcpy(p, HT_FORMAT_MAGIC, HT_FORMAT_MAGIC_LEN);
-    /* Version 1 when exact, so that such files stay readable by readers
-     * of version 1; version 2 adds the sampling interval. */
-    p = put_u32(p + HT_FORMAT_MAGIC_LEN, s->sampling_interval != 0
-                ? HT_FORMAT_VERSION : HT_FORMAT_VERSION_EXACT);
-    p = put_u32(p, 0);                                   /* flags */
+    p = put_u32(p + HT_FORMAT_MAGIC_LEN,
+                version2 ? HT_FORMAT_VERSION : HT_FORMAT_VERSION_EXACT);
+    p = put_u32(p, nat.present ? HT_FORMAT_FLAG_NATIVE : 0);     /* flags */
     p = put_u32(p, (uint32_t)s->traceback_limit);
     p = put_u32(p, s->nstrings);
     p = put_u32(p, s->nframes);
@@ -598,7 +672,7 @@ int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
         p += blob_len;
     }
     for (int c = C_FRFILE; c < NCOL; c++) {
-        if (c == first_col[SEC_TRACES] && s->sampling_interval != 0) {
+        if (c == first_col[SEC_TRACES] && version2) {
             p = put_varint(p, s->sampling_interval);
         }
         if (c == C_TBMAP) {
@@ -606,6 +680,13 @@ int ht_format_encode(const ht_snap *s, const uint8_t *meta, size_t meta_len,
         }
         p = enc_write(p, &col[c]);
     }
+    if (nat.present) {
+        uint8_t *at = p;
+        p = put_u64(p, nat.len);
+        p = put_u32(p, ht_crc32c(0, at, 8));
+        p = native_write(p, &nat);
+    }
+    free(nat.lengths);
     p = put_u32(p, ht_crc32c(0, body, (size_t)(p - body)));
     free(order);
     free(rank_of);
@@ -1023,9 +1104,9 @@ static ht_format_status dec_traces_map(dec_t *d, ht_snap *s, uint32_t **map)
         c.n = 1;
         c.i = 0;
         TRY(get_varint(d, &c, &interval));
-        if (interval == 0 || interval > HT_FORMAT_MAX_INTERVAL) {
+        if (interval > HT_FORMAT_MAX_INTERVAL) {
             return dfail(d, HT_FORMAT_CORRUPT, "%s: sampling interval %" PRIu64
-                         " is out of range (1 to %" PRIu64 ")", d->sec,
+                         " is out of range (0 to %" PRIu64 ")", d->sec,
                          interval, (uint64_t)HT_FORMAT_MAX_INTERVAL);
         }
         s->sampling_interval = interval;
@@ -1076,6 +1157,86 @@ static ht_format_status dec_traces(dec_t *d, ht_snap *s)
     return st;
 }
 
+/* The native-frame section (version 2 with HT_FORMAT_FLAG_NATIVE). */
+static ht_format_status dec_native(dec_t *d, ht_snap *s)
+{
+    ht_format_status st;
+    dec_col c;
+    uint64_t nf, ns, x = 0, nentries = 0;
+    c.name = "native frame count";
+    c.n = 1;
+    c.i = 0;
+    TRY(get_varint(d, &c, &nf));
+    c.name = "native stack count";
+    TRY(get_varint(d, &c, &ns));
+    /* Each frame and each stack costs a byte of a no-RUNS column. */
+    if (nf > left(d) || ns > left(d) || nf + ns > left(d)) {
+        return dfail(d, HT_FORMAT_TOO_LARGE, "%s claims %" PRIu64 " frames "
+                     "and %" PRIu64 " stacks but only %zu bytes remain",
+                     d->sec, nf, ns, left(d));
+    }
+    if (ns == 0) {
+        return dfail(d, HT_FORMAT_CORRUPT, "%s has no stacks", d->sec);
+    }
+    if (nf > UINT32_MAX || ns >= UINT32_MAX) {
+        return dfail(d, HT_FORMAT_TOO_LARGE, "%s has more than 2^32-1 frames "
+                     "or stacks", d->sec);
+    }
+    /* The trace stack column may not use RUNS either: a byte per trace,
+     * so its array stays within the memory bound of docs/format.md. */
+    if (s->ntraces > left(d) - nf - ns) {
+        return dfail(d, HT_FORMAT_TOO_LARGE, "%s cannot hold the stacks of %"
+                     PRIu64 " traces in %zu bytes", d->sec, s->ntraces, left(d));
+    }
+    s->nnframes = (uint32_t)nf;
+    s->nnstacks = (uint32_t)ns;
+    ALLOC(s->nf_func, nf);
+    ALLOC(s->nf_lib, nf);
+    ALLOC(s->nf_off, nf);
+    ALLOC(s->ns_off, ns + 1);
+    TRY(col_begin(d, &c, "function column", nf, 1));
+    for (uint64_t i = 0; i < nf; i++) {
+        TRY(col_next_u32(d, &c, &s->nf_func[i], (uint64_t)s->nstrings + 1,
+                         "native frame", "string+1"));
+    }
+    TRY(col_begin(d, &c, "library column", nf, 1));
+    for (uint64_t i = 0; i < nf; i++) {
+        TRY(col_next_u32(d, &c, &s->nf_lib[i], s->nstrings, "native frame",
+                         "string"));
+    }
+    TRY(col_begin(d, &c, "offset column", nf, 0));
+    for (uint64_t i = 0; i < nf; i++) {
+        TRY(col_next(d, &c, &s->nf_off[i]));
+    }
+    s->ns_off[0] = 0;
+    TRY(col_begin(d, &c, "stack length column", ns, 0));
+    for (uint64_t i = 0; i < ns; i++) {
+        TRY(col_next(d, &c, &x));
+        /* every entry takes at least one byte of this section */
+        if (x > left(d) || nentries + x > left(d)) {
+            return dfail(d, HT_FORMAT_TOO_LARGE, "native stack %" PRIu64
+                         " claims %" PRIu64 " frames but only %zu bytes of "
+                         "the %s remain", i, x, left(d), d->sec);
+        }
+        nentries += x;
+        if (nentries > UINT32_MAX) {
+            return dfail(d, HT_FORMAT_TOO_LARGE, "native stacks hold more "
+                         "than 2^32-1 frames");
+        }
+        s->ns_off[i + 1] = (uint32_t)nentries;
+    }
+    ALLOC(s->ns_frames, nentries);
+    TRY(col_begin(d, &c, "stack frame column", nentries, 0));
+    for (uint64_t k = 0; k < nentries; k++) {
+        TRY(col_next_u32(d, &c, &s->ns_frames[k], nf, "native stack entry",
+                         "native frame"));
+    }
+    ALLOC(s->tr_nstack, s->ntraces);
+    TRY(col_begin(d, &c, "trace stack column", s->ntraces, 0));
+    TRY(col_read(d, &c, s->tr_nstack, 0, ns, "trace", "native stack"));
+    return sec_end(d);
+}
+
 /* Everything after the magic bytes: header checks, then the sections. */
 static ht_format_status dec_file(dec_t *d, const uint8_t *buf, size_t len,
                                  ht_snap *s, uint8_t **meta, size_t *meta_len)
@@ -1105,9 +1266,11 @@ static ht_format_status dec_file(dec_t *d, const uint8_t *buf, size_t len,
                      actual);
     }
     uint32_t flags = get_u32(buf + H_FLAGS);
-    if (flags != 0) {
+    uint32_t known = version >= 2 ? HT_FORMAT_FLAG_NATIVE : 0;
+    if ((flags & ~known) != 0) {
         return dfail(d, HT_FORMAT_UNSUPPORTED_VERSION, "unknown flags 0x%"
-                     PRIx32 " in a version %" PRIu32 " file", flags, version);
+                     PRIx32 " in a version %" PRIu32 " file", flags & ~known,
+                     version);
     }
     uint32_t limit = get_u32(buf + H_LIMIT);
     s->traceback_limit = limit <= INT32_MAX ? (int32_t)limit
@@ -1131,6 +1294,34 @@ static ht_format_status dec_file(dec_t *d, const uint8_t *buf, size_t len,
                          len - pos);
         }
         pos += (size_t)sec_len[k];
+    }
+    /* Version 2: the native-frame section, after its 8-byte length and
+     * that length's own CRC-32C (so that a damaged length reads as
+     * damage, not as a file cut short). */
+    const uint8_t *native_start = NULL;
+    uint64_t native_len = 0;
+    if (flags & HT_FORMAT_FLAG_NATIVE) {
+        if (len - pos < 12) {
+            return dfail(d, HT_FORMAT_TRUNCATED, "truncated file: native "
+                         "frame section length needs 12 bytes, %zu remain",
+                         len - pos);
+        }
+        native_len = get_u64(buf + pos);
+        stored = get_u32(buf + pos + 8);
+        actual = ht_crc32c(0, buf + pos, 8);
+        if (stored != actual) {
+            return dfail(d, HT_FORMAT_CORRUPT, "native frame section length "
+                         "checksum mismatch (stored 0x%08" PRIx32 ", computed "
+                         "0x%08" PRIx32 ")", stored, actual);
+        }
+        pos += 12;
+        if (native_len > len - pos) {
+            return dfail(d, HT_FORMAT_TRUNCATED, "truncated file: native "
+                         "frame section needs %" PRIu64 " bytes, %zu remain",
+                         native_len, len - pos);
+        }
+        native_start = buf + pos;
+        pos += (size_t)native_len;
     }
     if (len - pos < HT_FORMAT_TRAILER_SIZE) {
         return dfail(d, HT_FORMAT_TRUNCATED, "truncated file: checksum needs "
@@ -1173,6 +1364,12 @@ static ht_format_status dec_file(dec_t *d, const uint8_t *buf, size_t len,
         d->end = sec_start[k] + sec_len[k];
         d->sec = sec_name[k];
         TRY(dec_sec[k](d, s));
+    }
+    if (native_start != NULL) {
+        d->p = native_start;
+        d->end = native_start + native_len;
+        d->sec = "native frame section";
+        TRY(dec_native(d, s));
     }
 
     if (ht_snap_validate(s, d->err, d->errlen) != 0) {

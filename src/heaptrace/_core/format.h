@@ -22,13 +22,17 @@
 /* The 8 magic bytes that open every file: "\x89HTSNAP\n". */
 #define HT_FORMAT_MAGIC "\x89HTSNAP\n"
 #define HT_FORMAT_MAGIC_LEN 8
-/* The format versions this code reads: version 2 (written for a sampled
- * snapshot) is version 1 with the sampling interval as a varint opening the
- * trace section; version 1 is written for an exact snapshot. */
+/* The format versions this code reads.  Version 1 is written for an exact
+ * snapshot without native frames.  Version 2 opens the trace section with
+ * the sampling interval as a varint (0: exact), and may carry the
+ * native-frame section after the trace table (flags bit 0: an 8-byte
+ * length, its CRC, then the section). */
 #define HT_FORMAT_VERSION 2
 #define HT_FORMAT_VERSION_EXACT 1
 /* The largest sampling interval a file may record (as in sampling.h). */
 #define HT_FORMAT_MAX_INTERVAL ((uint64_t)1 << 40)
+/* Version 2, flags bit 0: the native-frame section is present. */
+#define HT_FORMAT_FLAG_NATIVE 1u
 /* Size of the fixed header, header CRC included. */
 #define HT_FORMAT_HEADER_SIZE 84
 /* Offset of the header CRC-32C (which covers bytes 0..HEADER_CRC_OFFSET). */

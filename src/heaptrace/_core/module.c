@@ -579,15 +579,20 @@ ht_py_fail_allocations(PyObject *Py_UNUSED(module), PyObject *arg)
 #endif
 
 PyDoc_STRVAR(native_start_doc,
-"_native_start($module, /)\n--\n\n"
+"_native_start($module, frames=False, /)\n--\n\n"
 "Trace the memory that C code takes from the malloc family and anonymous\n"
-"mmap, under NATIVE_DOMAIN (heaptrace.start(native=True) calls this).\n"
+"mmap, under NATIVE_DOMAIN (heaptrace.start(native=True) calls this);\n"
+"with frames, each block's C call path too (native_frames=True).\n"
 "Raises RuntimeError if not tracing or if the platform cannot do it; the\n"
 "process is then left as it was.");
 
 static PyObject *
-ht_py_native_start(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+ht_py_native_start(PyObject *Py_UNUSED(module), PyObject *args)
 {
+    int frames = 0;
+    if (!PyArg_ParseTuple(args, "|p:_native_start", &frames)) {
+        return NULL;
+    }
     CHECK_HOOKS();
     if (!ht_tracer_is_tracing()) {
         PyErr_SetString(PyExc_RuntimeError,
@@ -595,7 +600,7 @@ ht_py_native_start(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     char err[200];
-    if (ht_native_start(err, sizeof(err)) < 0) {
+    if (ht_native_start(frames, err, sizeof(err)) < 0) {
         PyErr_SetString(PyExc_RuntimeError, err);
         return NULL;
     }
@@ -635,7 +640,7 @@ static PyMethodDef ht_methods[] = {
     {"_take_snapshot_data", ht_py_take_snapshot_data, METH_NOARGS, take_snapshot_data_doc},
     {"track", (PyCFunction)(void (*)(void))ht_py_track, METH_FASTCALL, track_doc},
     {"untrack", (PyCFunction)(void (*)(void))ht_py_untrack, METH_FASTCALL, untrack_doc},
-    {"_native_start", ht_py_native_start, METH_NOARGS, native_start_doc},
+    {"_native_start", ht_py_native_start, METH_VARARGS, native_start_doc},
     {"_native_status", ht_py_native_status, METH_NOARGS, native_status_doc},
     {"_pytrack_status", ht_py_pytrack_status, METH_NOARGS,
      "(GOT slots of PyTraceMalloc_Track/Untrack redirected now, last error or None)"},

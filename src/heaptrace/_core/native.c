@@ -36,6 +36,10 @@
  *   - After stop() the slots are put back, but a thread may have read a
  *     slot just before: the hooks stay callable forever and pass calls
  *     straight through while native recording is off.
+ *   - Native frames (native_frames=True): the call path is captured
+ *     (nstack.c) before the raw lock is taken, because the unwinder may
+ *     take the dynamic loader's lock; busy is set meanwhile, so an
+ *     allocation the unwinder makes passes straight through.
  *   - dlopen: objects loaded while native tracing is on are redirected by
  *     got.c before its dlopen returns; their constructors may already have
  *     allocated (not seen).  fork: the child inherits the redirected slots
@@ -51,6 +55,7 @@
 #include "native.h"
 #include "got.h"
 #include "hooks.h"
+#include "nstack.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -102,7 +107,12 @@ record(void *ptr, size_t size)
     }
     int saved = errno;
     busy = 1;
-    (void)ht_tracer_add_native(ptr, size);
+    uintptr_t ips[HT_NSTACK_MAX];
+    int n = -1;
+    if (ht_tracer_native_frames_on()) {
+        n = ht_nstack_capture(ips);
+    }
+    (void)ht_tracer_add_native(ptr, size, ips, n);
     busy = 0;
     errno = saved;
 }
@@ -397,12 +407,29 @@ fill_skip(void)
 }
 
 int
-ht_native_start(char *err, size_t errlen)
+ht_native_start(int frames, char *err, size_t errlen)
 {
     if (ht_tracer_native_on()) {
+        if (frames && !ht_tracer_native_frames_on()) {
+            snprintf(err, errlen, "native tracing is already on without "
+                     "native frames: call stop() first");
+            return -1;
+        }
         /* Already on: patch objects loaded some other way since. */
         (void)ht_got_patch_new();
         return 0;
+    }
+    if (frames && ht_nstack_prepare() < 0) {
+        snprintf(err, errlen, "native frames: this C library cannot unwind "
+                 "the stack (backtrace() found no frames)");
+        return -1;
+    }
+    int rc = ht_tracer_native_frames(frames);
+    if (rc < 0) {
+        snprintf(err, errlen, rc == -1 ? "native frames: out of memory"
+                 : "native frames: blocks were tracked in NATIVE_DOMAIN "
+                   "before; call stop() first");
+        return -1;
     }
     if (ht_got_init_once() < 0) {
         snprintf(err, errlen, "native tracing: cannot register fork handlers");
@@ -423,6 +450,7 @@ ht_native_start(char *err, size_t errlen)
     ht_tracer_native(1);
     if (ht_got_install(&set) < 0) {
         ht_tracer_native(0);
+        (void)ht_tracer_native_frames(0);
         snprintf(err, errlen, "native tracing: %s", set.error);
         return -1;
     }

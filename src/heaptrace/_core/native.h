@@ -9,11 +9,14 @@
 /* Start recording native blocks and redirect the allocation functions in
  * every loaded shared object but the interpreter, the C library, the
  * dynamic linker and heaptrace itself, and in every object loaded later.
+ * With frames, each block also gets its C call path (nstack.h).
  * GIL held, tracing on.  Returns 0, or -1 with a message in err: the
  * platform cannot redirect calls (not Linux with glibc on x86-64 or arm64),
- * or a slot could not be written; then nothing is left redirected and
- * native recording is off again. */
-int ht_native_start(char *err, size_t errlen);
+ * the stack cannot be unwound (frames), native tracing is already on
+ * without frames (frames asked for), or a slot could not be written; then
+ * nothing is left redirected and native recording is off again (or, when
+ * it was already on, as it was). */
+int ht_native_start(int frames, char *err, size_t errlen);
 
 /* Put every redirected call back and stop recording native blocks.  GIL
  * held.  Never fails: a slot that cannot be made writable again keeps

@@ -11,6 +11,13 @@
  * value, so the analysis can group by integer ids.  Work: passes over the
  * traces plus one step per frame of each distinct traceback; no Python
  * object per trace or per traceback, one per distinct file name.
+ *
+ * Native frames (native_frames=True): the export gives each trace a live
+ * stack id; the stacks in use are copied out under the raw lock, each
+ * distinct return address is symbolized once (dladdr, with the GIL
+ * released, since dladdr takes the dynamic loader's lock and a thread
+ * inside dlopen may be waiting for the GIL), and the snapshot gets the
+ * native frame and stack tables of snapshot.h.
  */
 #include "snapbuild.h"
 #include "tracer.h"
@@ -18,7 +25,9 @@
 #include "snapdata.h"
 #include "alloc.h"
 #include "analysis.h"
+#include "nstack.h"
 
+#include <dlfcn.h>
 #include <string.h>
 
 /* ---- a growable array ------------------------------------------------------ */
@@ -291,11 +300,210 @@ resolve(builder *b, uint32_t live, uint64_t generation, uint32_t *id)
     return traceback_id(b, n, ht_intern_total(live), id);
 }
 
-static int take(ht_snap *out);
-
 /* Mark of a live traceback id that the snapshot uses, not yet resolved
  * (canonical ids stay below it: traceback_id stops at UINT32_MAX - 2). */
 #define NEEDED (UINT32_MAX - 1)
+
+/* ---- native frames ------------------------------------------------------ */
+
+/* One distinct return address and what dladdr said of it (malloc'ed
+ * copies; NULL when unknown). */
+typedef struct {
+    uintptr_t ip;
+    char *func;
+    char *lib;
+    uint64_t off;
+} sym_t;
+
+static void
+symbolize(sym_t *sym, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        /* A return address is just past its call: look up the call. */
+        uintptr_t at = sym[i].ip - 1;
+        Dl_info info;
+        sym[i].off = at;
+        if (dladdr((void *)at, &info) == 0) {
+            continue;
+        }
+        if (info.dli_fname != NULL && info.dli_fname[0] != 0) {
+            size_t len = strlen(info.dli_fname);
+            if ((sym[i].lib = ht_malloc(len + 1)) != NULL) {
+                memcpy(sym[i].lib, info.dli_fname, len + 1);
+            }
+            sym[i].off = at - (uintptr_t)info.dli_fbase;
+        }
+        if (info.dli_sname != NULL) {
+            size_t len = strlen(info.dli_sname);
+            if ((sym[i].func = ht_malloc(len + 1)) != NULL) {
+                memcpy(sym[i].func, info.dli_sname, len + 1);
+            }
+        }
+    }
+}
+
+/* String id of a C string (file names in the file system's encoding,
+ * symbols as UTF-8 with undecodable bytes escaped). */
+static int
+cstring_id(builder *b, const char *text, int path, uint32_t *id)
+{
+    PyObject *name = path ? PyUnicode_DecodeFSDefault(text)
+        : PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "surrogateescape");
+    if (name == NULL) {
+        return -1;
+    }
+    int rc = string_id(b, name, id);
+    Py_DECREF(name);
+    return rc;
+}
+
+/* Give out->tr_nstack (live stack ids from the export) snapshot stack ids
+ * and build the native tables.  GIL held.  0, or -1 with an exception. */
+static int
+build_native(builder *b)
+{
+    ht_snap *s = b->s;
+    size_t n = (size_t)s->ntraces;
+    int rc = -1;
+    uint32_t *map = NULL;
+    uintptr_t *ips = NULL;        /* the stacks' addresses, back to back */
+    size_t nips = 0, cap_ips = 0, cap_off = 0, cap_frames = 0;
+    sym_t *sym = NULL;
+    size_t nsym = 0, cap_sym = 0;
+    ht_u64map seen = {0};
+    uint32_t *ip_sym = NULL;      /* per entry of ips: index into sym */
+
+    pthread_mutex_lock(&ht_raw_lock);
+    uint32_t nlive = ht_nstack_count();
+    map = ht_malloc(((size_t)nlive + 1) * sizeof(uint32_t));
+    if (map == NULL) {
+        pthread_mutex_unlock(&ht_raw_lock);
+        PyErr_NoMemory();
+        goto done;
+    }
+    memset(map, 0xFF, ((size_t)nlive + 1) * sizeof(uint32_t));
+    map[0] = 0;     /* the empty stack is snapshot stack 0 */
+    for (size_t i = 0; i < n; i++) {
+        if (s->tr_nstack[i] < nlive) {
+            map[s->tr_nstack[i]] = NEEDED;
+        }
+        else {
+            s->tr_nstack[i] = 0;   /* (cannot happen: stacks only grow) */
+        }
+    }
+    s->nnstacks = 0;
+    int oom = 0;
+    for (uint32_t id = 0; id < nlive && !oom; id++) {
+        if (id != 0 && map[id] != NEEDED) {
+            continue;
+        }
+        uintptr_t buf[HT_NSTACK_MAX];
+        int k = ht_nstack_get(id, buf);
+        if (grow((void **)&ips, &cap_ips, nips + (size_t)k + 1, sizeof(uintptr_t)) < 0
+            || grow((void **)&s->ns_off, &cap_off, (size_t)s->nnstacks + 2,
+                    sizeof(uint32_t)) < 0) {
+            oom = 1;
+            break;
+        }
+        if (k > 0) {
+            memcpy(ips + nips, buf, (size_t)k * sizeof(uintptr_t));
+        }
+        s->ns_off[0] = 0;
+        nips += (size_t)k;
+        map[id] = s->nnstacks++;
+        s->ns_off[s->nnstacks] = (uint32_t)nips;
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+    if (!oom && s->nnstacks == 0) {
+        /* (No stack table at all: every trace gets the empty stack.) */
+        if (grow((void **)&s->ns_off, &cap_off, 2, sizeof(uint32_t)) < 0) {
+            oom = 1;
+        }
+        else {
+            s->ns_off[0] = s->ns_off[1] = 0;
+            s->nnstacks = 1;
+        }
+    }
+    if (oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        s->tr_nstack[i] = map[s->tr_nstack[i]];
+    }
+    /* Distinct addresses. */
+    ip_sym = ht_malloc((nips ? nips : 1) * sizeof(uint32_t));
+    if (ip_sym == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t k = 0; k < nips; k++) {
+        uint32_t found;
+        if (ht_u64map_get(&seen, ips[k], &found)) {
+            ip_sym[k] = found;
+            continue;
+        }
+        if (grow((void **)&sym, &cap_sym, nsym + 1, sizeof(sym_t)) < 0
+            || ht_u64map_put(&seen, ips[k], (uint32_t)nsym) != 0) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        memset(&sym[nsym], 0, sizeof(sym_t));
+        sym[nsym].ip = ips[k];
+        ip_sym[k] = (uint32_t)nsym++;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    symbolize(sym, nsym);
+    Py_END_ALLOW_THREADS
+    /* Native frames: one per distinct address (two addresses of the same
+     * place stay two frames; they differ by offset). */
+    s->nnframes = (uint32_t)nsym;
+    if (nsym > 0) {
+        s->nf_func = ht_malloc(nsym * sizeof(uint32_t));
+        s->nf_lib = ht_malloc(nsym * sizeof(uint32_t));
+        s->nf_off = ht_malloc(nsym * sizeof(uint64_t));
+        if (s->nf_func == NULL || s->nf_lib == NULL || s->nf_off == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < nsym; i++) {
+        uint32_t id;
+        if (cstring_id(b, sym[i].lib != NULL ? sym[i].lib : "<unknown>",
+                       sym[i].lib != NULL, &id) < 0) {
+            goto done;
+        }
+        s->nf_lib[i] = id;
+        s->nf_func[i] = 0;
+        if (sym[i].func != NULL) {
+            if (cstring_id(b, sym[i].func, 0, &id) < 0) {
+                goto done;
+            }
+            s->nf_func[i] = id + 1;
+        }
+        s->nf_off[i] = sym[i].off;
+    }
+    if (grow((void **)&s->ns_frames, &cap_frames, nips + 1, sizeof(uint32_t)) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(s->ns_frames, ip_sym, nips * sizeof(uint32_t));
+    rc = 0;
+
+done:
+    for (size_t i = 0; i < nsym; i++) {
+        free(sym[i].func);
+        free(sym[i].lib);
+    }
+    free(sym);
+    free(map);
+    free(ips);
+    free(ip_sym);
+    ht_u64map_free(&seen);
+    return rc;
+}
+
+static int take(ht_snap *out);
 
 int
 ht_snapshot_take(ht_snap *out)
@@ -341,9 +549,11 @@ take(ht_snap *out)
     out->tr_domain = traces.domain;
     out->tr_size = traces.size;
     out->tr_tb = traces.tb;
+    out->tr_nstack = traces.nstack;
     traces.domain = NULL;
     traces.size = NULL;
     traces.tb = NULL;
+    traces.nstack = NULL;
     out->str_off = ht_calloc(1, sizeof(uint64_t));
     out->tb_off = ht_calloc(1, sizeof(uint32_t));
     b.cap_stroff = b.cap_tboff = 1;
@@ -385,6 +595,16 @@ take(ht_snap *out)
         uint32_t live = out->tr_tb[i];
         uint32_t index = live & ~HT_TB_DETACHED;
         out->tr_tb[i] = ((live & HT_TB_DETACHED) ? map_det : map_gil)[index];
+    }
+    if (out->tr_nstack != NULL) {
+        if (ht_tracer_generation() != generation) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "the traces were cleared while the snapshot was taken");
+            goto error;
+        }
+        if (build_native(&b) < 0) {
+            goto error;
+        }
     }
     int rc = 0;
     goto done;

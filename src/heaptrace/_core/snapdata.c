@@ -35,6 +35,12 @@ void ht_snap_free(ht_snap *s)
     free(s->tr_domain);
     free(s->tr_size);
     free(s->tr_tb);
+    free(s->nf_func);
+    free(s->nf_lib);
+    free(s->nf_off);
+    free(s->ns_off);
+    free(s->ns_frames);
+    free(s->tr_nstack);
     memset(s, 0, sizeof(*s));
 }
 
@@ -91,6 +97,62 @@ static size_t utf8_valid_prefix(const unsigned char *p, size_t n)
         i += need + 1;
     }
     return n;
+}
+
+/* The native-frame tables (snapshot.h). */
+static int validate_native(const ht_snap *s, char *err, size_t errlen)
+{
+    if (s->nnstacks == 0) {
+        if (s->nnframes != 0 || s->tr_nstack != NULL || s->ns_off != NULL) {
+            return fail(err, errlen, "native frames without native stacks");
+        }
+        return 0;
+    }
+    if (s->nnframes > 0
+        && (s->nf_func == NULL || s->nf_lib == NULL || s->nf_off == NULL)) {
+        return fail(err, errlen, "native frame arrays are NULL but there are %"
+                    PRIu32 " native frames", s->nnframes);
+    }
+    for (uint32_t i = 0; i < s->nnframes; i++) {
+        if (s->nf_func[i] > s->nstrings || s->nf_lib[i] >= s->nstrings) {
+            return fail(err, errlen, "native frame %" PRIu32 " refers to a "
+                        "string beyond the %" PRIu32 " strings", i, s->nstrings);
+        }
+    }
+    if (s->ns_off == NULL || s->ns_off[0] != 0) {
+        return fail(err, errlen, "native stack offsets missing or not "
+                    "starting at 0");
+    }
+    for (uint32_t i = 0; i < s->nnstacks; i++) {
+        if (s->ns_off[i + 1] < s->ns_off[i]) {
+            return fail(err, errlen, "native stack %" PRIu32 " ends before "
+                        "its start", i);
+        }
+    }
+    uint32_t nentries = s->ns_off[s->nnstacks];
+    if (nentries > 0 && s->ns_frames == NULL) {
+        return fail(err, errlen, "ns_frames is NULL but the native stacks "
+                    "hold %" PRIu32 " frames", nentries);
+    }
+    for (uint32_t k = 0; k < nentries; k++) {
+        if (s->ns_frames[k] >= s->nnframes) {
+            return fail(err, errlen, "native stack entry %" PRIu32 " refers "
+                        "to native frame %" PRIu32 " but there are %" PRIu32
+                        " native frames", k, s->ns_frames[k], s->nnframes);
+        }
+    }
+    if (s->ntraces > 0 && s->tr_nstack == NULL) {
+        return fail(err, errlen, "tr_nstack is NULL but there are %" PRIu64
+                    " traces", s->ntraces);
+    }
+    for (uint64_t i = 0; i < s->ntraces; i++) {
+        if (s->tr_nstack[i] >= s->nnstacks) {
+            return fail(err, errlen, "trace %" PRIu64 " refers to native "
+                        "stack %" PRIu32 " but there are %" PRIu32
+                        " native stacks", i, s->tr_nstack[i], s->nnstacks);
+        }
+    }
+    return 0;
 }
 
 int ht_snap_validate(const ht_snap *s, char *err, size_t errlen)
@@ -218,7 +280,7 @@ int ht_snap_validate(const ht_snap *s, char *err, size_t errlen)
                         s->tr_tb[i], s->ntracebacks);
         }
     }
-    return 0;
+    return validate_native(s, err, errlen);
 }
 
 static uint64_t str_end(const ht_snap *s, uint32_t i)
@@ -263,6 +325,22 @@ int ht_snap_equal(const ht_snap *a, const ht_snap *b)
         }
     }
     size_t nt = (size_t)a->ntraces;
+    if (a->nnframes != b->nnframes || a->nnstacks != b->nnstacks) {
+        return 0;
+    }
+    if (a->nnstacks > 0) {
+        uint32_t ne = a->ns_off[a->nnstacks];
+        if (!same_bytes(a->nf_func, b->nf_func, a->nnframes * sizeof(uint32_t))
+            || !same_bytes(a->nf_lib, b->nf_lib, a->nnframes * sizeof(uint32_t))
+            || !same_bytes(a->nf_off, b->nf_off, a->nnframes * sizeof(uint64_t))
+            || !same_bytes(a->ns_off, b->ns_off,
+                           (a->nnstacks + (size_t)1) * sizeof(uint32_t))
+            || ne != b->ns_off[b->nnstacks]
+            || !same_bytes(a->ns_frames, b->ns_frames, ne * sizeof(uint32_t))
+            || !same_bytes(a->tr_nstack, b->tr_nstack, nt * sizeof(uint32_t))) {
+            return 0;
+        }
+    }
     return same_bytes(a->tb_frames, b->tb_frames,
                       tb_end(a, a->ntracebacks) * sizeof(uint32_t))
         && same_bytes(a->tb_total, b->tb_total,

@@ -960,6 +960,105 @@ snapobj_get_interval(SnapObj *self, void *Py_UNUSED(closure))
     return PyLong_FromUnsignedLongLong(self->s.sampling_interval);
 }
 
+/* ---- native frames ---------------------------------------------------------------------- */
+
+/* Tuple of (function or None, library, offset) tuples of native stack id:
+ * a new reference, or NULL with an exception set. */
+static PyObject *
+native_stack_obj(SnapObj *self, uint32_t id)
+{
+    const ht_snap *s = &self->s;
+    if (s->nnstacks == 0) {
+        return PyTuple_New(0);
+    }
+    uint32_t lo = s->ns_off[id], hi = s->ns_off[id + 1];
+    PyObject *t = PyTuple_New(hi - lo);
+    for (uint32_t k = lo; t != NULL && k < hi; k++) {
+        uint32_t f = s->ns_frames[k];
+        PyObject *func = s->nf_func[f] == 0 ? Py_None : str_obj(self, s->nf_func[f] - 1);
+        PyObject *lib = str_obj(self, s->nf_lib[f]);
+        PyObject *frame = func == NULL || lib == NULL ? NULL
+            : Py_BuildValue("(OOK)", func, lib, (unsigned long long)s->nf_off[f]);
+        if (frame == NULL) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, k - lo, frame);
+    }
+    return t;
+}
+
+PyDoc_STRVAR(native_doc,
+"native($self, index, /)\n--\n\n"
+"The native frames of trace index: a tuple of (function, library, offset)\n"
+"tuples, innermost first; () when it has none.  IndexError when out of\n"
+"range.");
+
+static PyObject *
+snapobj_native(SnapObj *self, PyObject *arg)
+{
+    Py_ssize_t i = PyNumber_AsSsize_t(arg, PyExc_IndexError);
+    if (i == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t n = (Py_ssize_t)self->s.ntraces;
+    if (i < 0) {
+        i += n;
+    }
+    if (i < 0 || i >= n) {
+        PyErr_SetString(PyExc_IndexError, "trace index out of range");
+        return NULL;
+    }
+    if (self->s.nnstacks == 0) {
+        return PyTuple_New(0);
+    }
+    return native_stack_obj(self, self->s.tr_nstack[i]);
+}
+
+PyDoc_STRVAR(native_stack_doc,
+"native_stack($self, id, /)\n--\n\n"
+"The native frames of native stack id, as native() gives them.");
+
+static PyObject *
+snapobj_native_stack(SnapObj *self, PyObject *arg)
+{
+    unsigned long id = PyLong_AsUnsignedLong(arg);
+    if (id == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (id >= self->s.nnstacks) {
+        PyErr_SetString(PyExc_IndexError, "native stack id out of range");
+        return NULL;
+    }
+    return native_stack_obj(self, (uint32_t)id);
+}
+
+PyDoc_STRVAR(native_index_doc,
+"native_index($self, /)\n--\n\n"
+"A list of (trace index, native stack id) of the traces that have native\n"
+"frames, in trace order.");
+
+static PyObject *
+snapobj_native_index(SnapObj *self, PyObject *Py_UNUSED(ignored))
+{
+    const ht_snap *s = &self->s;
+    PyObject *list = PyList_New(0);
+    for (uint64_t i = 0; list != NULL && s->nnstacks > 0 && i < s->ntraces; i++) {
+        uint32_t id = s->tr_nstack[i];
+        if (s->ns_off[id + 1] == s->ns_off[id]) {
+            continue;
+        }
+        PyObject *item = Py_BuildValue("(KI)", (unsigned long long)i, id);
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_CLEAR(list);
+            break;
+        }
+        Py_DECREF(item);
+    }
+    return list;
+}
+
 /* ---- the type ---------------------------------------------------------------------------- */
 
 static PyMethodDef snapobj_methods[] = {
@@ -978,6 +1077,9 @@ static PyMethodDef snapobj_methods[] = {
     {"statistics", (PyCFunction)snapobj_statistics, METH_VARARGS, statistics_doc},
     {"compare_to", (PyCFunction)snapobj_compare_to, METH_VARARGS, compare_to_doc},
     {"filter", (PyCFunction)snapobj_filter, METH_O, filter_doc},
+    {"native", (PyCFunction)snapobj_native, METH_O, native_doc},
+    {"native_stack", (PyCFunction)snapobj_native_stack, METH_O, native_stack_doc},
+    {"native_index", (PyCFunction)snapobj_native_index, METH_NOARGS, native_index_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -20,6 +20,15 @@
  *     (("<unknown>", 0) when it cannot see any).
  *   - tb_total[i] is the total_nframe of traceback i, or -1 for None.
  *   - every tr_tb[i] < ntracebacks.
+ *   - Native frames (start(native=True, native_frames=True)): present when
+ *     nnstacks > 0, and then tr_nstack has ntraces entries, each <
+ *     nnstacks.  Native frame i is (function nf_func[i] - 1, or None when
+ *     nf_func[i] == 0; library nf_lib[i]; offset nf_off[i]), both string
+ *     ids < nstrings.  ns_off has nnstacks + 1 entries, non-decreasing,
+ *     ns_off[0] == 0, ns_off[nnstacks] == the entries of ns_frames; stack
+ *     i is the native frame ids ns_frames[ns_off[i] .. ns_off[i+1]),
+ *     innermost first, each < nnframes.  Without native frames all of
+ *     these are 0 / NULL.
  *
  * Ownership: an ht_snap owns all of its arrays (allocated with malloc);
  * ht_snap_free releases them.  No field holds a Python reference.
@@ -53,6 +62,16 @@ typedef struct ht_snap {
     uint32_t *tr_domain;
     uint64_t *tr_size;
     uint32_t *tr_tb;           /* traceback id */
+
+    /* Native frames (all 0 / NULL when the snapshot has none). */
+    uint32_t nnframes;
+    uint32_t *nf_func;         /* string id + 1 of the function, 0 = None */
+    uint32_t *nf_lib;          /* string id of the shared object's path */
+    uint64_t *nf_off;          /* offset of the address in that object */
+    uint32_t nnstacks;
+    uint32_t *ns_off;          /* nnstacks + 1 offsets into ns_frames */
+    uint32_t *ns_frames;       /* native frame ids, innermost first */
+    uint32_t *tr_nstack;       /* native stack of each trace */
 } ht_snap;
 
 #endif /* HT_SNAPSHOT_H */

@@ -11,6 +11,7 @@
 #include "alloc.h"
 #include "pytrack.h"
 #include "native.h"
+#include "nstack.h"
 
 #include <stdatomic.h>
 #include <string.h>
@@ -59,6 +60,13 @@ static _Atomic int native_on;
 /* Native blocks that could not be recorded (the table could not grow):
  * the allocation went ahead untraced.  Raw lock. */
 static size_t native_lost;
+/* Set while native frames are on (start(native=True, native_frames=True)):
+ * the native table then holds native trace ids of nstack.c (a traceback id
+ * and a C call path) where the other tables hold traceback ids.  Written
+ * with the GIL and the raw lock held, only while the native table is
+ * empty; read under either, or (an atomic load) by a hook deciding whether
+ * to capture its call path before it takes the raw lock. */
+static _Atomic int native_frames;
 
 /* ---- counters -------------------------------------------------------------- */
 
@@ -279,6 +287,10 @@ track_locked(unsigned int domain, uintptr_t ptr, size_t size)
         return -1;
     }
     uint32_t tb = capture_any();
+    if (domain == HT_NATIVE_DOMAIN
+        && atomic_load_explicit(&native_frames, memory_order_relaxed)) {
+        tb = ht_nstack_intern(tb, NULL, 0);
+    }
     size_t old;
     if (ht_table_put(t, ptr, size, tb, &old) < 0) {
         return -1;
@@ -375,7 +387,7 @@ ht_tracer_untrack(unsigned int domain, uintptr_t ptr)
 /* ---- native blocks (native.c) ---------------------------------------------- */
 
 int
-ht_tracer_add_native(void *ptr, size_t size)
+ht_tracer_add_native(void *ptr, size_t size, const uintptr_t *ips, int nips)
 {
     int rc = 0;
     pthread_mutex_lock(&ht_raw_lock);
@@ -384,6 +396,9 @@ ht_tracer_add_native(void *ptr, size_t size)
         ht_table *t = domain_table(HT_NATIVE_DOMAIN, 1);
         if (t != NULL) {
             uint32_t tb = capture_any();
+            if (atomic_load_explicit(&native_frames, memory_order_relaxed)) {
+                tb = ht_nstack_intern(tb, ips, nips < 0 ? 0 : nips);
+            }
             size_t old;
             rc = ht_table_put(t, (uintptr_t)ptr, size, tb, &old);
         }
@@ -455,6 +470,43 @@ ht_tracer_native(int on)
 }
 
 int
+ht_tracer_native_frames(int on)
+{
+    int rc = 0;
+    pthread_mutex_lock(&ht_raw_lock);
+    ht_table *t = domain_table(HT_NATIVE_DOMAIN, 0);
+    int was = atomic_load(&native_frames);
+    if (on && !was) {
+        if (t != NULL && ht_table_len(t) != 0) {
+            rc = -2;
+        }
+        else if (ht_nstack_setup() < 0) {
+            rc = -1;
+        }
+        else {
+            atomic_store(&native_frames, 1);
+        }
+    }
+    else if (!on && was) {
+        if (t != NULL && ht_table_len(t) != 0) {
+            rc = -2;
+        }
+        else {
+            atomic_store(&native_frames, 0);
+            ht_nstack_clear();
+        }
+    }
+    pthread_mutex_unlock(&ht_raw_lock);
+    return rc;
+}
+
+int
+ht_tracer_native_frames_on(void)
+{
+    return atomic_load_explicit(&native_frames, memory_order_relaxed);
+}
+
+int
 ht_tracer_native_on(void)
 {
     return atomic_load(&native_on);
@@ -489,6 +541,11 @@ clear_all(void)
     ndomains = 0;
     ht_sample_filter_clear();
     ht_intern_clear(&garbage);
+    if (atomic_load(&native_frames) && ht_nstack_setup() < 0) {
+        /* No room for even the first stack and pair: frames go, the
+         * native blocks stay traced (with plain traceback ids). */
+        atomic_store(&native_frames, 0);
+    }
     native_lost = 0;
     atomic_store(&mem_gil, 0);
     atomic_store(&mem_raw, 0);
@@ -556,6 +613,8 @@ ht_tracer_stop(void)
     pthread_mutex_lock(&ht_raw_lock);
     atomic_store(&tracing, 0);
     atomic_store(&native_on, 0);
+    atomic_store(&native_frames, 0);
+    ht_nstack_clear();
     pthread_mutex_unlock(&ht_raw_lock);
     clear_all();
 }
@@ -631,7 +690,7 @@ ht_tracer_self_memory(void)
     for (size_t i = 0; i < ndomains; i++) {
         n += ht_table_memory(&domains[i].table) + sizeof(ht_domain_table);
     }
-    n += ht_intern_memory();
+    n += ht_intern_memory() + ht_nstack_memory();
     pthread_mutex_unlock(&ht_raw_lock);
     return n;
 }
@@ -684,6 +743,11 @@ ht_tracer_lookup(unsigned int domain, uintptr_t ptr, uint32_t *tb)
     ht_table *t = domain_table(domain, 0);
     if (t != NULL && ht_table_get(t, ptr, &out)) {
         *tb = out.tb;
+        if (domain == HT_NATIVE_DOMAIN
+            && atomic_load_explicit(&native_frames, memory_order_relaxed)) {
+            uint32_t stack;
+            ht_nstack_pair(out.tb, tb, &stack);
+        }
         found = 1;
     }
     pthread_mutex_unlock(&ht_raw_lock);
@@ -696,6 +760,7 @@ ht_export_free(ht_export *e)
     free(e->domain);
     free(e->size);
     free(e->tb);
+    free(e->nstack);
     memset(e, 0, sizeof(*e));
 }
 
@@ -720,7 +785,12 @@ ht_tracer_export(ht_export *out)
     out->domain = ht_malloc(rows * sizeof(uint32_t));
     out->size = ht_malloc(rows * sizeof(uint64_t));
     out->tb = ht_malloc(rows * sizeof(uint32_t));
-    if (out->domain == NULL || out->size == NULL || out->tb == NULL) {
+    int frames = on && atomic_load(&native_frames);
+    if (frames) {
+        out->nstack = ht_calloc(rows, sizeof(uint32_t));
+    }
+    if (out->domain == NULL || out->size == NULL || out->tb == NULL
+        || (frames && out->nstack == NULL)) {
         pthread_mutex_unlock(&ht_raw_lock);
         ht_export_free(out);
         PyErr_NoMemory();
@@ -731,8 +801,15 @@ ht_tracer_export(ht_export *out)
         k = ht_table_export(&gil_traces, 0, out->domain, out->size, out->tb);
         k += ht_table_export(&raw_traces, 0, out->domain + k, out->size + k, out->tb + k);
         for (size_t i = 0; i < ndomains; i++) {
+            size_t first = k;
             k += ht_table_export(&domains[i].table, domains[i].domain,
                                  out->domain + k, out->size + k, out->tb + k);
+            if (frames && domains[i].domain == HT_NATIVE_DOMAIN) {
+                /* Native trace ids back to (traceback id, stack id). */
+                for (size_t j = first; j < k; j++) {
+                    ht_nstack_pair(out->tb[j], &out->tb[j], &out->nstack[j]);
+                }
+            }
         }
     }
     pthread_mutex_unlock(&ht_raw_lock);

@@ -32,6 +32,9 @@ typedef struct {
     uint32_t *domain;
     uint64_t *size;
     uint32_t *tb;
+    /* Native frames on: the stack id of each trace (nstack.h; 0, the empty
+     * stack, for traces of other domains).  Otherwise NULL. */
+    uint32_t *nstack;
 } ht_export;
 
 /* Free the columns of an export and zero it.  Never fails. */
@@ -141,11 +144,13 @@ int ht_tracer_untrack(unsigned int domain, uintptr_t ptr);
  * anonymous mmap (heaptrace.NATIVE_DOMAIN). */
 #define HT_NATIVE_DOMAIN 0x4e415456u
 
-/* Record a native block.  Any thread, GIL or not; never call with the raw
- * lock held.  Returns 0, or -1 when not recorded: native tracing is off, or
- * the table could not grow (then counted in ht_tracer_native_lost; the
- * caller keeps the block, untraced). */
-int ht_tracer_add_native(void *ptr, size_t size);
+/* Record a native block; ips[0..nips) is its C call path, innermost first
+ * (captured before the call: ht_nstack_capture; nips < 0 or ips unused
+ * when native frames are off).  Any thread, GIL or not; never call with
+ * the raw lock held.  Returns 0, or -1 when not recorded: native tracing
+ * is off, or the table could not grow (then counted in
+ * ht_tracer_native_lost; the caller keeps the block, untraced). */
+int ht_tracer_add_native(void *ptr, size_t size, const uintptr_t *ips, int nips);
 
 /* Take a native block's trace out (before the block is freed or moved);
  * 1 if it was traced.  Any thread.  Never fails. */
@@ -166,6 +171,13 @@ void ht_tracer_put_back_native(void *ptr, size_t size, uint32_t tb);
  * fails. */
 void ht_tracer_native(int on);
 int ht_tracer_native_on(void);
+
+/* Switch native frames on or off (before native recording starts).  GIL
+ * held.  0; -1 when out of memory; -2 when the native table is not empty
+ * (blocks recorded in the other mode; nothing changes on failure). */
+int ht_tracer_native_frames(int on);
+/* Whether hooks should capture call paths.  Any thread. */
+int ht_tracer_native_frames_on(void);
 
 /* Native blocks not recorded since tracing started or was cleared. */
 size_t ht_tracer_native_lost(void);

@@ -17,7 +17,7 @@ def _top(result: TopResult) -> dict:
 
     rest = result.rest
     stats = result.shown + rest
-    return {
+    out = {
         "snapshot": result.snapshot,
         "timestamp": result.timestamp,
         "traceback_limit": result.traceback_limit,
@@ -29,6 +29,14 @@ def _top(result: TopResult) -> dict:
                   "count": sum(s.count for s in rest)},
         "total": {"size": sum(s.size for s in stats), "count": sum(s.count for s in stats)},
     }
+    if result.native is not None:
+        for entry, stat in zip(out["stats"], result.shown):
+            entry["native_paths"] = [
+                {"size": size, "count": count,
+                 "frames": [{"function": f.function, "library": f.library,
+                             "offset": f.offset} for f in frames]}
+                for size, count, frames in result.native.get(stat.traceback, ())]
+    return out
 
 
 def _diff(result: DiffResult) -> dict:

@@ -95,6 +95,10 @@ class TopResult:
     full_paths: bool
     shown: list
     rest: list
+    # With --native-frames: Traceback of a shown group -> [(size, count,
+    # native_frames), ...] of its native blocks' C call paths, biggest
+    # first; None otherwise.
+    native: Optional[dict] = None
 
 
 @dataclass

@@ -22,6 +22,23 @@ def _entry(rank, traceback, summary, group_by, full_paths) -> list:
     return [f"#{rank}: {site[0]}: {summary}"] + site[1:]
 
 
+def _native_lines(paths, full_paths) -> list:
+    """The C call paths of a site's native blocks (top --native-frames),
+    innermost frame first."""
+    import os.path
+
+    from ..cli._common import format_size, plural
+
+    lines = []
+    for size, count, frames in paths:
+        lines.append(f"    native: {format_size(size)} in {plural(count, 'block')}")
+        for frame in frames:
+            library = frame.library if full_paths else os.path.basename(frame.library)
+            lines.append(f"        {frame.function or '??'} "
+                         f"({library}+{frame.offset:#x})")
+    return lines
+
+
 def _top(result: TopResult) -> list:
     from ..cli._common import format_size, plural
 
@@ -38,6 +55,9 @@ def _top(result: TopResult) -> list:
         summary = (f"{format_size(stat.size)} in {plural(stat.count, 'block')} "
                    f"(average {format_size(average)})")
         lines += _entry(rank, stat.traceback, summary, result.group_by, result.full_paths)
+        if result.native is not None:
+            lines += _native_lines(result.native.get(stat.traceback, ()),
+                                   result.full_paths)
     if result.rest:
         lines.append(f"{len(result.rest):,} other: "
                      f"{format_size(sum(s.size for s in result.rest))}")
