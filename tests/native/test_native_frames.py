@@ -156,7 +156,7 @@ def test_top_native_frames(libpath, tmp_path):
         "lib.nf_outer.restype = ctypes.c_void_p\n"
         f"keep = [lib.nf_outer({SIZE}) for _ in range(4)]\n"
         "heaptrace.take_snapshot().dump(sys.argv[1])\n")
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(heaptrace.__file__)))
     subprocess.run([sys.executable, str(prog), str(snap)], check=True, env=env)
     top = subprocess.run([sys.executable, "-m", "heaptrace", "top", "--native-frames",
                           "--limit", "1", str(snap)],
