@@ -4,6 +4,7 @@ subprocess running sys.executable each write their own series, named by
 pid, with the run's settings; a leak in one worker shows in its series."""
 
 import os
+import re
 import sys
 
 import pytest
@@ -30,8 +31,9 @@ def test_prefork_server_leak_is_found_in_the_leaky_worker(tmp_path):
     result = run_heaptrace("run", "--sample", "64KiB", "--interval", "0.3", "--no-signal",
                            "-o", tmp_path, PREFORK, timeout=120)
     assert result.returncode == 0, result.stderr
-    roles = dict(tuple(reversed(line.split())) for line in result.stdout.splitlines()
-                 if line.split()[-1] in ("leaky", "steady"))
+    roles = {m.group(2): m.group(1) for m in
+             re.finditer(r"^(\d+) (leaky|steady)$", result.stdout, re.M)}
+    assert set(roles) == {"leaky", "steady"}, result.stdout
     leak_line = marked_line(PREFORK, "# LEAK")
     steady_line = marked_line(PREFORK, "# STEADY")
     growth = {}

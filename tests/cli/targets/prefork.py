@@ -19,7 +19,10 @@ def serve(leaky):
             scratch = [bytes(4096) for _ in range(2)]   # STEADY
             del scratch
         time.sleep(0.002)
-    print(os.getpid(), "leaky" if leaky else "steady", flush=True)
+    # One write: atomic on a pipe, so the other worker's line (or a line
+    # heaptrace prints from its timer) cannot split it.
+    sys.stdout.flush()
+    os.write(1, f"{os.getpid()} {'leaky' if leaky else 'steady'}\n".encode())
 
 
 workers = []
