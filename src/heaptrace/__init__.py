@@ -100,6 +100,22 @@ def start(nframe=1, /, *, native=False, native_frames=False, sampling_interval=N
             raise
 
 
+def trace_reuse(enabled=True):
+    """Re-trace objects that CPython hands out again from its free lists
+    (dicts, lists, tuples, floats...) to the line that reuses them, as the
+    standard module does on Python 3.13 and newer (through the interpreter's
+    reference tracer).  Off by default because it costs about 15-25% more
+    on object-heavy code; find_leaks() turns it on for its hunt.  Returns
+    whether it was on.  Before 3.13 the interpreter offers no such hook:
+    enabling it raises RuntimeError."""
+    if not getattr(_core, "RETRACE_AVAILABLE", 0):
+        if enabled:
+            raise RuntimeError("re-tracing reused objects needs Python 3.13 or newer "
+                               "(the interpreter's reference tracer)")
+        return False
+    return _core._set_retrace(bool(enabled))
+
+
 def is_native():
     """Return True if native memory (malloc, mmap) is being traced."""
     return _core._native_status()[0]

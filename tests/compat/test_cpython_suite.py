@@ -78,7 +78,7 @@ def _run_suite(output_path):
     """Child process: run the CPython classes with heaptrace, write JSON."""
     sys.modules["tracemalloc"] = heaptrace
     if RETRACE:
-        heaptrace._core._set_retrace(True)
+        heaptrace.trace_reuse(True)
     from test import test_tracemalloc
 
     for class_name, names in EXCLUDED.items():
@@ -154,3 +154,13 @@ def test_cpython_suite_total(cpython_run):
 
 if __name__ == "__main__":
     _run_suite(sys.argv[1])
+
+
+def test_trace_reuse_is_refused_clearly_before_3_13():
+    if RETRACE:
+        assert heaptrace.trace_reuse(False) in (True, False)
+        return
+    import pytest
+    with pytest.raises(RuntimeError, match="3.13"):
+        heaptrace.trace_reuse(True)
+    assert heaptrace.trace_reuse(False) is False
