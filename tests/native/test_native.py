@@ -18,6 +18,7 @@ import threading
 import pytest
 
 import heaptrace
+from native_helpers import build_shared
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="native tracing is Linux-only")
@@ -71,22 +72,12 @@ void n_release_all(void) {
 """
 
 
-def _compiler():
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    pytest.skip("no C compiler")
 
 
 @pytest.fixture(scope="module")
 def libpath(tmp_path_factory):
     d = tmp_path_factory.mktemp("native")
-    src = d / "libnat.c"
-    src.write_text(LIB_C)
-    out = str(d / "libnat.so")
-    subprocess.run([_compiler(), "-shared", "-fPIC", "-O1", "-o", out, str(src), "-pthread"],
-                   check=True, capture_output=True)
-    return out
+    return build_shared(LIB_C, d / "libnat.so", ["-O1", "-pthread"])
 
 
 def load(path):
@@ -106,11 +97,6 @@ def load(path):
     return lib
 
 
-@pytest.fixture(autouse=True)
-def stopped():
-    heaptrace.stop()
-    yield
-    heaptrace.stop()
 
 
 def line_of(marker):

@@ -16,6 +16,7 @@ import threading
 import pytest
 
 import heaptrace
+from native_helpers import compiler
 from heaptrace import NATIVE_DOMAIN, NativeFrame, Snapshot, SnapshotFormatError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -35,12 +36,11 @@ SIZE = 77_777       # an odd size, to pick the block out
 
 @pytest.fixture(scope="module")
 def libpath(tmp_path_factory):
-    from test_native import _compiler
     d = tmp_path_factory.mktemp("nframes")
     src = d / "libnf.c"
     src.write_text(LIB_C)
     out = str(d / "libnf.so")
-    subprocess.run([_compiler(), "-shared", "-fPIC", "-O0", "-fno-omit-frame-pointer",
+    subprocess.run([compiler(), "-shared", "-fPIC", "-O0", "-fno-omit-frame-pointer",
                     "-fno-inline", "-o", out, str(src)], check=True, capture_output=True)
     return out
 
@@ -53,11 +53,6 @@ def load(path):
     return lib
 
 
-@pytest.fixture(autouse=True)
-def stopped():
-    heaptrace.stop()
-    yield
-    heaptrace.stop()
 
 
 def blocks_of(snapshot, size=SIZE):

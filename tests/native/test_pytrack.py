@@ -20,6 +20,7 @@ import tracemalloc as std
 import pytest
 
 import heaptrace
+from native_helpers import build_shared
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="GOT redirection is Linux-only")
@@ -55,44 +56,24 @@ VARIANTS = {
 }
 
 
-def _compiler():
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    pytest.skip("no C compiler")
 
 
-def _build(cc, src_text, out, extra=()):
-    src = out + ".c"
-    with open(src, "w") as f:
-        f.write(src_text)
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", out, src, *extra],
-                   check=True, capture_output=True)
-    return out
 
 
 @pytest.fixture(scope="module")
 def libdir(tmp_path_factory):
-    cc = _compiler()
     d = tmp_path_factory.mktemp("pytrack")
     libs = {}
     for name, flags in VARIANTS.items():
-        libs[name] = _build(cc, TRACKER_C, str(d / ("libtrk_%s.so" % name.replace("-", "_"))),
+        libs[name] = build_shared(TRACKER_C, str(d / ("libtrk_%s.so" % name.replace("-", "_"))),
                             flags)
     os.mkdir(d / "dep")
-    _build(cc, DEP_C, str(d / "dep" / "libtrk_dep.so"), ["-Wl,-soname,libtrk_dep.so"])
-    libs["opener"] = _build(cc, OPENER_C, str(d / "libtrk_opener.so"),
+    build_shared(DEP_C, str(d / "dep" / "libtrk_dep.so"), ["-Wl,-soname,libtrk_dep.so"])
+    libs["opener"] = build_shared(OPENER_C, str(d / "libtrk_opener.so"),
                             ["-Wl,--enable-new-dtags,-rpath,$ORIGIN/dep", "-ldl"])
     return libs
 
 
-@pytest.fixture(autouse=True)
-def stopped():
-    heaptrace.stop()
-    std.stop()
-    yield
-    heaptrace.stop()
-    std.stop()
 
 
 def _load(path, gil=True):

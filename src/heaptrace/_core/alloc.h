@@ -56,4 +56,32 @@ ht_realloc(void *p, size_t n)
     return ht_fault_now() ? NULL : realloc(p, n);
 }
 
+/* Make room for need elements of esize bytes in the array *arr of *cap
+ * elements, doubling (from 64).  0, or -1 when out of memory (or the size
+ * would overflow), with *arr and *cap untouched. */
+static inline int
+ht_grow(void **arr, size_t *cap, size_t need, size_t esize)
+{
+    if (need <= *cap) {
+        return 0;
+    }
+    size_t n = *cap ? *cap : 64;
+    while (n < need) {
+        if (n > ((size_t)-1 / 2) / esize) {
+            return -1;
+        }
+        n *= 2;
+    }
+    if (n > (size_t)-1 / esize) {
+        return -1;
+    }
+    void *p = ht_realloc(*arr, n * esize);
+    if (p == NULL) {
+        return -1;
+    }
+    *arr = p;
+    *cap = n;
+    return 0;
+}
+
 #endif /* HT_ALLOC_H */

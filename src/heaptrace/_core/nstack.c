@@ -155,25 +155,6 @@ hash_pair(uint32_t tb, uint32_t stack)
 }
 
 static int
-grow_array(void **arr, size_t need, size_t *cap, size_t esize)
-{
-    if (need <= *cap) {
-        return 0;
-    }
-    size_t n = *cap ? *cap * 2 : 64;
-    while (n < need) {
-        n *= 2;
-    }
-    void *p = ht_realloc(*arr, n * esize);
-    if (p == NULL) {
-        return -1;
-    }
-    *arr = p;
-    *cap = n;
-    return 0;
-}
-
-static int
 stack_equal(uint32_t id, const uintptr_t *ips, int n)
 {
     uint32_t lo = stack_off[id], hi = stack_off[id + 1];
@@ -252,10 +233,8 @@ intern_stack(const uintptr_t *ips, int n)
     }
     size_t cap = stack_cap;
     if (ips_len + (size_t)n > UINT32_MAX
-        || grow_array((void **)&ips_arena, ips_len + (size_t)n, &ips_cap,
-                      sizeof(uintptr_t)) < 0
-        || grow_array((void **)&stack_off, (size_t)nstacks + 2, &cap,
-                      sizeof(uint32_t)) < 0) {
+        || ht_grow((void **)&ips_arena, &ips_cap, ips_len + (size_t)n, sizeof(uintptr_t)) < 0
+        || ht_grow((void **)&stack_off, &cap, (size_t)nstacks + 2, sizeof(uint32_t)) < 0) {
         return 0;
     }
     stack_cap = (uint32_t)cap;
@@ -291,9 +270,8 @@ intern_pair(uint32_t tb, uint32_t stack)
         }
     }
     size_t cap_tb = pair_cap, cap_stack = pair_cap;
-    if (grow_array((void **)&pair_tb, (size_t)npairs + 1, &cap_tb, sizeof(uint32_t)) < 0
-        || grow_array((void **)&pair_stack, (size_t)npairs + 1, &cap_stack,
-                      sizeof(uint32_t)) < 0) {
+    if (ht_grow((void **)&pair_tb, &cap_tb, (size_t)npairs + 1, sizeof(uint32_t)) < 0
+        || ht_grow((void **)&pair_stack, &cap_stack, (size_t)npairs + 1, sizeof(uint32_t)) < 0) {
         /* (Whichever grew keeps its larger size; the smaller is the cap.) */
         pair_cap = (uint32_t)(cap_tb < cap_stack ? cap_tb : cap_stack);
         return 0;
@@ -330,7 +308,7 @@ ht_nstack_setup(void)
     ht_nstack_clear();
     size_t cap = 0;
     if (rehash_stacks() < 0 || rehash_pairs() < 0
-        || grow_array((void **)&stack_off, 2, &cap, sizeof(uint32_t)) < 0) {
+        || ht_grow((void **)&stack_off, &cap, 2, sizeof(uint32_t)) < 0) {
         ht_nstack_clear();
         return -1;
     }

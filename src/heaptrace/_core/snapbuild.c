@@ -32,25 +32,6 @@
 
 /* ---- a growable array ------------------------------------------------------ */
 
-static int
-grow(void **arr, size_t *cap, size_t need, size_t esize)
-{
-    if (need <= *cap) {
-        return 0;
-    }
-    size_t n = *cap ? *cap : 64;
-    while (n < need) {
-        n *= 2;
-    }
-    void *p = ht_realloc(*arr, n * esize);
-    if (p == NULL) {
-        return -1;
-    }
-    *arr = p;
-    *cap = n;
-    return 0;
-}
-
 /* ---- the builder ------------------------------------------------------------- */
 
 typedef struct {
@@ -91,8 +72,8 @@ string_id(builder *b, PyObject *name, uint32_t *id)
     size_t len = (size_t)PyBytes_GET_SIZE(bytes);
     ht_snap *s = b->s;
     if (s->nstrings == UINT32_MAX
-        || grow((void **)&s->str_blob, &b->cap_blob, b->nblob + len, 1) < 0
-        || grow((void **)&s->str_off, &b->cap_stroff, (size_t)s->nstrings + 2,
+        || ht_grow((void **)&s->str_blob, &b->cap_blob, b->nblob + len, 1) < 0
+        || ht_grow((void **)&s->str_off, &b->cap_stroff, (size_t)s->nstrings + 2,
                 sizeof(uint64_t)) < 0) {
         Py_DECREF(bytes);
         PyErr_NoMemory();
@@ -123,9 +104,9 @@ frame_id(builder *b, uint32_t file, uint32_t lineno, uint32_t *id)
     }
     ht_snap *s = b->s;
     if (s->nframes == UINT32_MAX - 1
-        || grow((void **)&s->frame_file, &b->cap_frames, (size_t)s->nframes + 1,
+        || ht_grow((void **)&s->frame_file, &b->cap_frames, (size_t)s->nframes + 1,
                 sizeof(uint32_t)) < 0
-        || grow((void **)&s->frame_line, &b->cap_lines, (size_t)s->nframes + 1,
+        || ht_grow((void **)&s->frame_line, &b->cap_lines, (size_t)s->nframes + 1,
                 sizeof(uint32_t)) < 0
         || ht_u64map_put(&b->frames, key, s->nframes) != 0) {
         PyErr_NoMemory();
@@ -163,13 +144,13 @@ traceback_id(builder *b, size_t n, int32_t total, uint32_t *id)
     }
     if (s->ntracebacks >= UINT32_MAX - 2
         || b->ntbframes + n > UINT32_MAX
-        || grow((void **)&s->tb_off, &b->cap_tboff, (size_t)s->ntracebacks + 2,
+        || ht_grow((void **)&s->tb_off, &b->cap_tboff, (size_t)s->ntracebacks + 2,
                 sizeof(uint32_t)) < 0
-        || grow((void **)&s->tb_total, &b->cap_tbtotal, (size_t)s->ntracebacks + 1,
+        || ht_grow((void **)&s->tb_total, &b->cap_tbtotal, (size_t)s->ntracebacks + 1,
                 sizeof(int32_t)) < 0
-        || grow((void **)&b->tb_next, &b->cap_tbnext, (size_t)s->ntracebacks + 1,
+        || ht_grow((void **)&b->tb_next, &b->cap_tbnext, (size_t)s->ntracebacks + 1,
                 sizeof(uint32_t)) < 0
-        || grow((void **)&s->tb_frames, &b->cap_tbframes, b->ntbframes + n + 1,
+        || ht_grow((void **)&s->tb_frames, &b->cap_tbframes, b->ntbframes + n + 1,
                 sizeof(uint32_t)) < 0
         || ht_u64map_put(&b->tbs, h, s->ntracebacks) != 0) {
         PyErr_NoMemory();
@@ -210,7 +191,7 @@ frame_buf_for(builder *b, size_t n, uint64_t generation)
                         "the traces were cleared while the snapshot was taken");
         return -1;
     }
-    if (grow((void **)&b->frame_buf, &b->cap_framebuf, n + 1, sizeof(uint32_t)) < 0) {
+    if (ht_grow((void **)&b->frame_buf, &b->cap_framebuf, n + 1, sizeof(uint32_t)) < 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -246,7 +227,7 @@ resolve_gil(builder *b, uint32_t live, uint64_t generation, size_t *n)
         }
         if (key != UINT32_MAX) {
             size_t old = b->cap_locframe;
-            if (grow((void **)&b->loc_frame, &b->cap_locframe, (size_t)key + 1,
+            if (ht_grow((void **)&b->loc_frame, &b->cap_locframe, (size_t)key + 1,
                      sizeof(uint32_t)) < 0) {
                 PyErr_NoMemory();
                 return -1;
@@ -399,8 +380,8 @@ build_native(builder *b)
         }
         uintptr_t buf[HT_NSTACK_MAX];
         int k = ht_nstack_get(id, buf);
-        if (grow((void **)&ips, &cap_ips, nips + (size_t)k + 1, sizeof(uintptr_t)) < 0
-            || grow((void **)&s->ns_off, &cap_off, (size_t)s->nnstacks + 2,
+        if (ht_grow((void **)&ips, &cap_ips, nips + (size_t)k + 1, sizeof(uintptr_t)) < 0
+            || ht_grow((void **)&s->ns_off, &cap_off, (size_t)s->nnstacks + 2,
                     sizeof(uint32_t)) < 0) {
             oom = 1;
             break;
@@ -416,7 +397,7 @@ build_native(builder *b)
     pthread_mutex_unlock(&ht_raw_lock);
     if (!oom && s->nnstacks == 0) {
         /* (No stack table at all: every trace gets the empty stack.) */
-        if (grow((void **)&s->ns_off, &cap_off, 2, sizeof(uint32_t)) < 0) {
+        if (ht_grow((void **)&s->ns_off, &cap_off, 2, sizeof(uint32_t)) < 0) {
             oom = 1;
         }
         else {
@@ -443,7 +424,7 @@ build_native(builder *b)
             ip_sym[k] = found;
             continue;
         }
-        if (grow((void **)&sym, &cap_sym, nsym + 1, sizeof(sym_t)) < 0
+        if (ht_grow((void **)&sym, &cap_sym, nsym + 1, sizeof(sym_t)) < 0
             || ht_u64map_put(&seen, ips[k], (uint32_t)nsym) != 0) {
             PyErr_NoMemory();
             goto done;
@@ -483,7 +464,7 @@ build_native(builder *b)
         }
         s->nf_off[i] = sym[i].off;
     }
-    if (grow((void **)&s->ns_frames, &cap_frames, nips + 1, sizeof(uint32_t)) < 0) {
+    if (ht_grow((void **)&s->ns_frames, &cap_frames, nips + 1, sizeof(uint32_t)) < 0) {
         PyErr_NoMemory();
         goto done;
     }

@@ -240,6 +240,27 @@ snapobj_len(SnapObj *self)
     return (Py_ssize_t)self->s.ntraces;
 }
 
+/* The trace index arg names (negative counts from the end): 0, or -1 with
+ * IndexError (or TypeError) set. */
+static int
+trace_index(SnapObj *self, PyObject *arg, Py_ssize_t *out)
+{
+    Py_ssize_t i = PyNumber_AsSsize_t(arg, PyExc_IndexError);
+    if (i == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    Py_ssize_t n = (Py_ssize_t)self->s.ntraces;
+    if (i < 0) {
+        i += n;
+    }
+    if (i < 0 || i >= n) {
+        PyErr_SetString(PyExc_IndexError, "trace index out of range");
+        return -1;
+    }
+    *out = i;
+    return 0;
+}
+
 PyDoc_STRVAR(raw_doc,
 "raw($self, index, /)\n--\n\n"
 "The raw tuple (domain, size, frames, total_nframe) of trace index\n"
@@ -248,16 +269,8 @@ PyDoc_STRVAR(raw_doc,
 static PyObject *
 snapobj_raw(SnapObj *self, PyObject *arg)
 {
-    Py_ssize_t i = PyNumber_AsSsize_t(arg, PyExc_IndexError);
-    if (i == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_ssize_t n = (Py_ssize_t)self->s.ntraces;
-    if (i < 0) {
-        i += n;
-    }
-    if (i < 0 || i >= n) {
-        PyErr_SetString(PyExc_IndexError, "trace index out of range");
+    Py_ssize_t i;
+    if (trace_index(self, arg, &i) < 0) {
         return NULL;
     }
     return raw_trace(self, (uint64_t)i);
@@ -997,16 +1010,8 @@ PyDoc_STRVAR(native_doc,
 static PyObject *
 snapobj_native(SnapObj *self, PyObject *arg)
 {
-    Py_ssize_t i = PyNumber_AsSsize_t(arg, PyExc_IndexError);
-    if (i == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_ssize_t n = (Py_ssize_t)self->s.ntraces;
-    if (i < 0) {
-        i += n;
-    }
-    if (i < 0 || i >= n) {
-        PyErr_SetString(PyExc_IndexError, "trace index out of range");
+    Py_ssize_t i;
+    if (trace_index(self, arg, &i) < 0) {
         return NULL;
     }
     if (self->s.nnstacks == 0) {
