@@ -11,6 +11,19 @@ import pytest
 import heaptrace
 
 
+def under_both(script):
+    """script's output run with "heaptrace" and with "tracemalloc" as its
+    argument (each in a child process), checked to be the same."""
+    out = {}
+    for mod in ("heaptrace", "tracemalloc"):
+        proc = subprocess.run([sys.executable, "-c", script, mod],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        out[mod] = proc.stdout
+    assert out["heaptrace"] == out["tracemalloc"]
+    return out
+
+
 @pytest.fixture(autouse=True)
 def stopped():
     heaptrace.stop()
@@ -92,13 +105,7 @@ def test_track_domain_0_matches_the_standard_module():
         b = tm.get_traced_memory()[0] - base
         print(a, b, tm.get_object_traceback(obj))
     """)
-    out = {}
-    for mod in ("heaptrace", "tracemalloc"):
-        proc = subprocess.run([sys.executable, "-c", code, mod],
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        out[mod] = proc.stdout
-    assert out["heaptrace"] == out["tracemalloc"]
+    out = under_both(code)
     assert out["heaptrace"].split()[2] == "None"
 
 
@@ -145,13 +152,7 @@ PROLOGUE = textwrap.dedent("""
 def test_frames_in_their_prologue_are_left_out_as_by_the_standard_module():
     """On 3.11 a collection can run while a frame makes its cells; a
     finalizer that allocates then must not report that frame (line 0)."""
-    out = {}
-    for mod in ("heaptrace", "tracemalloc"):
-        proc = subprocess.run([sys.executable, "-c", PROLOGUE, mod],
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        out[mod] = proc.stdout
-    assert out["heaptrace"] == out["tracemalloc"]
+    out = under_both(PROLOGUE)
     assert ", 0," not in out["heaptrace"]
 
 
@@ -189,11 +190,5 @@ def test_profile_function_called_before_a_prologue_sees_what_the_standard_module
     """A profile function runs at a frame's call event, before (3.11) or at
     the end of (3.12+) its prologue: its allocations report the frames the
     standard module reports."""
-    out = {}
-    for mod in ("heaptrace", "tracemalloc"):
-        proc = subprocess.run([sys.executable, "-c", PROFILED, mod],
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        out[mod] = proc.stdout
-    assert out["heaptrace"] == out["tracemalloc"]
+    out = under_both(PROFILED)
     assert out["heaptrace"].strip() != "[]"
