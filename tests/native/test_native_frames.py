@@ -29,6 +29,15 @@ LIB_C = r"""
 __attribute__((noinline)) void *nf_inner(size_t n) { void *p = malloc(n); return p; }
 __attribute__((noinline)) void *nf_outer(size_t n) { void *p = nf_inner(n); return p; }
 void nf_free(void *p) { free(p); }
+/* Two callers of the same leaf, called from the same place with the same
+ * stack depth: a path cache must tell them apart. */
+__attribute__((noinline)) void *nf_via_a(size_t n) { void *p = nf_inner(n); return p; }
+__attribute__((noinline)) void *nf_via_b(size_t n) { void *p = nf_inner(n); return p; }
+void nf_loop(int k, size_t n, void **out) {
+    for (int i = 0; i < k; i++) {
+        out[i] = (i & 1) ? nf_via_b(n) : nf_via_a(n);
+    }
+}
 """
 
 SIZE = 77_777       # an odd size, to pick the block out
@@ -281,3 +290,23 @@ def test_corrupt_native_sections_are_rejected_cleanly(libpath, tmp_path):
                 assert "\n" not in str(exc)
                 errors += 1
     assert errors > 0
+
+
+def test_same_leaf_from_two_callers_keeps_each_path(libpath):
+    """malloc called over and over from the same leaf at the same stack
+    depth, alternately through two callers: each block's path names its
+    own caller (the capture may reuse an unwound path only when the stack
+    still holds the same return addresses)."""
+    lib = load(libpath)
+    lib.nf_loop.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_void_p]
+    out = (ctypes.c_void_p * 40)()
+    heaptrace.start(1, native=True, native_frames=True)
+    lib.nf_loop(40, SIZE, out)
+    blocks = blocks_of(heaptrace.take_snapshot())
+    assert len(blocks) == 40
+    callers = sorted(b.native_frames[1].function for b in blocks)
+    assert callers == ["nf_via_a"] * 20 + ["nf_via_b"] * 20
+    assert all(b.native_frames[0].function == "nf_inner" for b in blocks)
+    assert all(b.native_frames[2].function == "nf_loop" for b in blocks)
+    for p in out:
+        lib.nf_free(p)

@@ -25,7 +25,16 @@
 #include <dlfcn.h>
 #include <execinfo.h>
 #include <link.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#  define HT_NSTACK_CACHE 1
+#  include <unwind.h>
+#else
+#  define HT_NSTACK_CACHE 0
+#endif
 
 /* ---- capture ------------------------------------------------------------- */
 
@@ -68,6 +77,42 @@ find_own(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
+#if HT_NSTACK_CACHE
+/* The last call path each thread captured, and where on its stack each of
+ * its return addresses is stored.  Unwinding from the call frame
+ * information is what native frames cost (about 100 ns a frame), and a C
+ * loop calls malloc again and again from the same place: if the capture
+ * starts at the same stack address and every remembered slot still holds
+ * the same return address, the path is the same (each frame's layout
+ * follows from its code address, so by induction from the innermost frame
+ * the frames, their call sites and their slots are the same), and the
+ * addresses are reused without unwinding.  x86-64 only, where the return
+ * address into a frame sits just below the canonical frame address of the
+ * frame it called.
+ *
+ * Per thread, through a pointer in initial-exec TLS (8 bytes: the static
+ * TLS left for dlopen'ed objects is small), to a block from libc freed by
+ * a thread-exit destructor (pthread key, whose values need no allocation
+ * for the first keys of a process). */
+#define HT_NSTACK_WALK (HT_NSTACK_MAX + OWN_SLACK)
+typedef struct {
+    uintptr_t start;                    /* frame address of the capture */
+    int n;                              /* addresses in ip */
+    uintptr_t ip[HT_NSTACK_WALK];
+    uintptr_t slot[HT_NSTACK_WALK];     /* where ip[k] is stored */
+} ncache;
+static _Thread_local ncache *tcache __attribute__((tls_model("initial-exec")));
+static pthread_key_t cache_key;         /* written once by ht_nstack_prepare */
+static int cache_ok;                    /* ditto: the key exists */
+
+static void
+cache_free(void *p)
+{
+    free(p);
+}
+
+#endif
+
 int
 ht_nstack_prepare(void)
 {
@@ -97,30 +142,118 @@ ht_nstack_prepare(void)
     }
     own_lo = r.lo;
     own_hi = r.hi;
+#if HT_NSTACK_CACHE
+    cache_ok = pthread_key_create(&cache_key, cache_free) == 0;
+#endif
     done = 1;
     return 0;
 }
 
-int
-ht_nstack_capture(uintptr_t *ips)
+/* Keep the caller's addresses: drop everything up to heaptrace's outermost
+ * frame among the first few (the hook, record(), this function; and a
+ * frame of a runtime that intercepts backtrace(), such as a sanitizer's,
+ * before them). */
+static int
+keep_callers(const uintptr_t *buf, int n, uintptr_t *ips)
 {
-    void *buf[HT_NSTACK_MAX + OWN_SLACK];
-    int n = backtrace(buf, HT_NSTACK_MAX + OWN_SLACK);
-    /* Drop everything up to heaptrace's outermost frame among the first
-     * few (the hook, record(), this function; and a frame of a runtime
-     * that intercepts backtrace(), such as a sanitizer's, before them). */
     int skip = 0;
     for (int i = 0; i < n && i < OWN_SLACK; i++) {
-        if ((uintptr_t)buf[i] >= own_lo && (uintptr_t)buf[i] < own_hi) {
+        if (buf[i] >= own_lo && buf[i] < own_hi) {
             skip = i + 1;
         }
     }
     int k = 0;
     for (int i = skip; i < n && k < HT_NSTACK_MAX; i++) {
-        ips[k++] = (uintptr_t)buf[i];
+        ips[k++] = buf[i];
     }
     return k;
 }
+
+#if HT_NSTACK_CACHE
+typedef struct {
+    ncache *c;
+    int n;
+} walk_state;
+
+static _Unwind_Reason_Code
+on_frame(struct _Unwind_Context *ctx, void *data)
+{
+    walk_state *w = data;
+    if (w->n >= HT_NSTACK_WALK) {
+        return _URC_END_OF_STACK;
+    }
+    uintptr_t ip = (uintptr_t)_Unwind_GetIP(ctx);
+    if (ip == 0) {
+        return _URC_END_OF_STACK;
+    }
+    uintptr_t cfa = (uintptr_t)_Unwind_GetCFA(ctx);
+    if (cfa < 8) {
+        return _URC_END_OF_STACK;
+    }
+    /* backtrace() reports return addresses; so do we.  (The context's CFA
+     * is that of the frame just left: the return address into this frame
+     * is stored just below it.) */
+    w->c->ip[w->n] = ip;
+    w->c->slot[w->n] = cfa - 8;
+    w->n++;
+    return _URC_NO_REASON;
+}
+
+static int
+cache_valid(const ncache *c, uintptr_t start)
+{
+    if (c->start != start || c->n == 0) {
+        return 0;
+    }
+    for (int k = 0; k < c->n; k++) {
+        if (c->slot[k] <= start) {
+            /* A frame of the unwinder itself, below this function's: gone
+             * by now, and the same code each time (its addresses are
+             * heaptrace's, dropped from every path). */
+            continue;
+        }
+        if (*(const uintptr_t *)c->slot[k] != c->ip[k]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int
+ht_nstack_capture(uintptr_t *ips)
+{
+    ncache *c = tcache;
+    if (c == NULL && cache_ok) {
+        c = calloc(1, sizeof(*c));
+        if (c != NULL && pthread_setspecific(cache_key, c) != 0) {
+            free(c);
+            c = NULL;
+        }
+        tcache = c;
+    }
+    if (c == NULL) {
+        uintptr_t buf[HT_NSTACK_WALK];
+        int n = backtrace((void **)buf, HT_NSTACK_WALK);
+        return keep_callers(buf, n, ips);
+    }
+    uintptr_t start = (uintptr_t)__builtin_frame_address(0);
+    if (!cache_valid(c, start)) {
+        walk_state w = {c, 0};
+        _Unwind_Backtrace(on_frame, &w);
+        c->n = w.n;
+        c->start = start;
+    }
+    return keep_callers(c->ip, c->n, ips);
+}
+#else
+int
+ht_nstack_capture(uintptr_t *ips)
+{
+    uintptr_t buf[HT_NSTACK_MAX + OWN_SLACK];
+    int n = backtrace((void **)buf, HT_NSTACK_MAX + OWN_SLACK);
+    return keep_callers(buf, n, ips);
+}
+#endif
 
 /* ---- interning (raw lock) ------------------------------------------------ */
 
