@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 __all__ = ["Stack", "Profile", "SiteSeries", "Series", "TopResult", "DiffResult",
+           "TrendResult",
            "profile_of", "diff_profile_of", "FunctionNames", "short_path"]
 
 
@@ -113,6 +114,27 @@ class DiffResult:
     full_paths: bool
     shown: list
     rest: list
+
+
+@dataclass
+class TrendResult:
+    """What `heaptrace trend` shows: every site's verdict over a series, and
+    how the series was chosen."""
+
+    snapshots: list        # [(timestamp, path)], in time order
+    hours: float           # from the first snapshot to the last
+    group_by: str
+    notes: list            # what the reader should know (runs, skipped files)
+    pid: Optional[int]     # the run read, in a folder of `heaptrace run`
+    runs: dict             # pid -> its files, in that folder
+    skipped: list          # [(path, reason)]
+    counts: dict           # kind -> number of sites
+    sites: list            # [(key, Trend)], leaks first; a key is a tuple of
+                           # (filename, lineno), most recent frame first
+    # Display options of the text output.
+    limit: int = 20
+    all: bool = False
+    full_paths: bool = False
 
 
 def _key(frames_of: Callable, traceback) -> tuple:
