@@ -48,6 +48,9 @@ def add_arguments(parser) -> None:
                              "whole traceback")
     parser.add_argument("--min-growth", type=int, default=1024, metavar="BYTES",
                         help="series: smallest growth that is not noise (default 1024)")
+    parser.add_argument("--pid", type=int, metavar="PID",
+                        help="series in a folder: read the run of process PID "
+                             "(default: the latest run with at least 3 snapshots)")
     parser.add_argument("--json", action="store_true",
                         help="print what was written as JSON (see docs/json.md)")
     add_filter_arguments(parser)
@@ -61,6 +64,8 @@ def _load(path: str, args, progress):
 def execute(args) -> int:
     if args.json and args.output == "-":
         raise CLIError("--json prints a summary: give the report a file with -o FILE")
+    if args.pid is not None and not (len(args.paths) == 1 and os.path.isdir(args.paths[0])):
+        raise CLIError("--pid chooses a run in a folder; give the folder")
     if args.diff:
         if args.paths:
             raise CLIError("give either --diff OLD NEW or snapshots, not both")
@@ -116,7 +121,7 @@ def _series(args):
 
     if args.min_growth < 0:
         raise CLIError("--min-growth must be 0 or more")
-    selection = trend_cli.snapshot_files(args.paths, getattr(args, "pid", None))
+    selection = trend_cli.snapshot_files(args.paths, args.pid)
     if len(selection.files) < 3:
         raise CLIError(f"a series needs at least 3 snapshots, got {len(selection.files)}")
     series = trend_cli._read_series(selection, args)
