@@ -106,8 +106,11 @@ def _diff(args):
         old, old_when = _load(old_path, args, progress)
         new, new_when = _load(new_path, args, progress)
         progress.update("heaptrace: comparing the snapshots")
-        profile = diff_profile_of(old, new, old_path, new_path, ordered_frames,
-                                  old_when, new_when)
+        try:
+            profile = diff_profile_of(old, new, old_path, new_path, ordered_frames,
+                                      old_when, new_when)
+        except ValueError as error:     # sampled and exact, or two intervals
+            raise CLIError(f"{new_path} and {old_path}: {error}") from None
     finally:
         progress.clear()
     return profile, {"kind": "diff", "old": old_path, "new": new_path,
@@ -148,8 +151,14 @@ def _series(args):
         first, first_when = _load(paths[0], args, progress)
         last, last_when = _load(paths[-1], args, progress)
         progress.update("heaptrace: comparing the first and the last snapshot")
-        growth = diff_profile_of(first, last, paths[0], paths[-1], ordered_frames,
-                                 first_when, last_when)
+        try:
+            growth = diff_profile_of(first, last, paths[0], paths[-1], ordered_frames,
+                                     first_when, last_when)
+        except ValueError:      # sampled with another interval: no growth graph
+            growth = None
+            note = "; ".join(filter(None, [note, "no growth graph: the first and the "
+                                           "last snapshot were taken with different "
+                                           "sampling intervals"]))
     finally:
         progress.clear()
     data = Series(paths, times, totals, sites, args.group_by, growth, note)
