@@ -251,6 +251,9 @@ def _profile_page(profile: Profile, names: FunctionNames) -> str:
                 + (f"; taken {taken}" if taken else ""))
         heading = "Memory by call path (click a frame to zoom, hover for details)"
         table = "Top allocation sites (click a header to sort, a row to find it above)"
+    if profile.sampling_interval:
+        meta += (f"; sampled every {profile.sampling_interval:,} bytes: sizes and "
+                 f"blocks are estimates")
     data = {"kind": "diff" if profile.is_diff else "snapshot", "frames": frames.table,
             "files": frames.files, "tree": tree, "sites": sites}
     body = (f'<section><h2>{html.escape(heading)}</h2>{_SEARCH_BAR}</section>\n'

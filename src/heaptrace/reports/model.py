@@ -41,6 +41,9 @@ class Profile:
     timestamp: Optional[float] = None
     old_source: Optional[str] = None
     old_timestamp: Optional[float] = None
+    # Bytes between samples when the snapshots were sampled (their sizes
+    # and counts are then estimates of all the blocks); None when exact.
+    sampling_interval: Optional[int] = None
 
     @property
     def is_diff(self) -> bool:
@@ -156,14 +159,16 @@ def profile_of(snapshot, source: str, frames_of: Callable,
             stack.size += stat.size
             stack.count += stat.count
     stacks = sorted(merged.values(), key=lambda s: (-s.size, -s.count, s.frames))
-    return Profile(source, stacks, timestamp)
+    return Profile(source, stacks, timestamp,
+                   sampling_interval=getattr(snapshot, "sampling_interval", None))
 
 
 def diff_profile_of(old, new, old_source: str, source: str, frames_of: Callable,
                     old_timestamp: Optional[float] = None,
                     timestamp: Optional[float] = None) -> Profile:
     """The Profile of the change from the snapshot *old* to *new*; only the
-    tracebacks whose bytes or blocks changed are kept."""
+    tracebacks whose bytes or blocks changed are kept.  Snapshots taken with
+    different sampling intervals raise ValueError (their estimates do not mix)."""
     merged = {}
     for stat in new.compare_to(old, "traceback"):
         if not (stat.size_diff or stat.count_diff):
@@ -178,7 +183,8 @@ def diff_profile_of(old, new, old_source: str, source: str, frames_of: Callable,
             stack.size_diff += stat.size_diff
             stack.count_diff += stat.count_diff
     stacks = sorted(merged.values(), key=lambda s: (-abs(s.size_diff), -s.size, s.frames))
-    return Profile(source, stacks, timestamp, old_source, old_timestamp)
+    return Profile(source, stacks, timestamp, old_source, old_timestamp,
+                   getattr(new, "sampling_interval", None))
 
 
 def short_path(filename: str) -> str:
