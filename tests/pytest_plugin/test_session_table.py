@@ -87,7 +87,8 @@ def test_table_names_the_sites_at_the_peak(run, pytester):
 
 def test_peak_sites_leave_other_trace_functions_alone(run, pytester):
     """With another trace function set (coverage, a debugger), the plugin
-    does not replace it: the sites at the peak are unknown, and said so."""
+    does not replace it, and says that the sites at the peak come from the
+    ends of the phases only."""
     pytester.makeconftest("""
         import sys
         import pytest
@@ -111,7 +112,8 @@ def test_peak_sites_leave_other_trace_functions_alone(run, pytester):
     result.assert_outcomes(passed=1, deselected=1)
     result.stdout.fnmatch_lines([
         "*test_peak.py::test_peak_then_free (during call)",
-        "*(the sites at the peak are unknown: another trace function was active)",
+        "*(memory sampled at the end of each phase only: another trace function "
+        "was active)",
     ])
     calls = int(result.stdout.str().split("other tracer calls:")[1].split()[0])
     assert calls > 0
