@@ -2,7 +2,7 @@
 
 import pytest
 
-from plugin_helpers import outcomes
+from plugin_helpers import line_of, outcomes
 
 pytest.importorskip("xdist")
 
@@ -95,6 +95,10 @@ def test_table_with_xdist(run_sub, pytester):
         "*= heaptrace: memory per test =*",
         "Highest peak (5 of 7 tests):",
         "*test_project.py::test_over_limit (during call)",
+        # The sites at the peak travel from the workers too.
+        "*test_project.py::test_cache_fills_once (during call)",
+        "*at * KiB (the highest moment sampled):",
+        f"*test_project.py:{line_of(PROJECT, 'bytes(200)')}: * KiB in * blocks",
     ])
 
 

@@ -197,6 +197,32 @@ def test_bad_files_give_one_line_errors(tmp_path, snaps):
     assert not out.exists()
 
 
+def test_series_report_reads_the_run_of_pid(snaps, tmp_path):
+    """In a folder of two runs, report reads the latest by default and the
+    one --pid names, as trend does."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for path in snaps[1]:
+        shutil.copy2(path, folder)
+    pid = int(os.path.basename(snaps[1][0]).split("-")[1])
+    other = pid + 1
+    for index, path in enumerate(snaps[1][:3], 1):
+        target = folder / f"heaptrace-{other}-{index:06d}.snap"
+        shutil.copy(path, target)            # newer mtime: the latest run
+    page = tmp_path / "trend.html"
+    default = json.loads(heaptrace_ok("report", folder, "-o", page, "--json").stdout)
+    assert [os.path.basename(p).split("-")[1] for p in default["snapshots"]] == [
+        str(other)] * 3
+    chosen = json.loads(heaptrace_ok("report", folder, "--pid", pid, "-o", page,
+                                     "--json").stdout)
+    assert len(chosen["snapshots"]) == len(snaps[1])
+    assert {os.path.basename(p).split("-")[1] for p in chosen["snapshots"]} == {str(pid)}
+    assert_one_line_error(heaptrace("report", folder, "--pid", "1", "-o", page),
+                          "no run with pid 1")
+    assert_one_line_error(heaptrace("report", snaps[1][0], "--pid", pid, "-o", page),
+                          "--pid", "folder")
+
+
 def test_report_json_summary(snaps, tmp_path):
     page = tmp_path / "report.html"
     summary = json.loads(heaptrace_ok("report", snaps[1][-1], "-o", page, "--json").stdout)
@@ -239,6 +265,23 @@ def assert_click_zooms(browser, label):
     assert browser.evaluate("document.getElementById('zoom-path').textContent") == ""
 
 
+def assert_heading_names(browser, *paths):
+    """The page's title and heading name the snapshot files by their file
+    names; each name's tooltip holds its full path, and the line under the
+    heading the folder."""
+    heading = browser.evaluate("document.querySelector('header h1').textContent")
+    title = browser.evaluate("document.title")
+    for path in paths:
+        assert os.path.basename(path) in heading and os.path.basename(path) in title
+    folder = os.path.dirname(os.path.abspath(paths[0]))
+    assert folder not in heading and folder not in title, heading
+    tips = browser.evaluate("Array.prototype.map.call(document.querySelectorAll("
+                            "'header h1 .file'), function(e){return e.title;})")
+    assert tips == [os.path.abspath(path) for path in paths], tips
+    where = browser.evaluate("document.querySelector('header .where').textContent")
+    assert where == f"in {folder}", where
+
+
 def table_sites(browser, table):
     return browser.evaluate(
         f"Array.prototype.map.call(document.querySelectorAll('#{table} tbody tr'),"
@@ -250,6 +293,7 @@ def test_snapshot_report_in_chromium(snaps, tmp_path, browser):
     page = tmp_path / "report.html"
     heaptrace_ok("report", snaps[1][-1], "-o", page)
     open_page(browser, page)
+    assert_heading_names(browser, snaps[1][-1])
     rows = table_sites(browser, "sites")
     sites = [row[0] for row in rows[:2]]
     assert sorted(sites) == sorted([f"targets/service.py:{LEAK_LINE}",
@@ -276,6 +320,7 @@ def test_diff_report_in_chromium(snaps, tmp_path, browser):
     page = tmp_path / "diff.html"
     heaptrace_ok("report", "--diff", files[0], files[-1], "-o", page)
     open_page(browser, page)
+    assert_heading_names(browser, files[-1], files[0])     # NEW compared to OLD
     rows = table_sites(browser, "sites")
     by_site = {row[0]: row for row in rows}
     leak = by_site[f"targets/service.py:{LEAK_LINE}"]
@@ -298,6 +343,7 @@ def test_series_report_in_chromium(snaps, tmp_path, browser):
     page = tmp_path / "trend.html"
     heaptrace_ok("report", snaps[0], "-o", page)
     open_page(browser, page)
+    assert_heading_names(browser, snaps[1][0], snaps[1][-1])
     rows = table_sites(browser, "trend-sites")
     assert rows[0][0] == "leak" and rows[0][1] == f"targets/service.py:{LEAK_LINE}", rows[:2]
     kinds = {row[1]: row[0] for row in rows}

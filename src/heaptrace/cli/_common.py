@@ -56,7 +56,7 @@ def load_snapshot(path: str, progress: Optional["Progress"] = None):
     api = _api()
     try:
         snapshot = api.Snapshot.load(path)
-    except (PermissionError, IsADirectoryError) as error:
+    except OSError as error:    # no permission, an I/O error: not a verdict on the data
         raise CLIError(f"{path}: cannot read the file ({one_line(error)})") from None
     except Exception as error:  # any other reader failure means "not a snapshot"
         if getattr(error, "status", None) == "TRUNCATED":

@@ -16,7 +16,7 @@ import sys
 from .. import reports
 from ..reports.model import DiffResult
 from ..measure import user_code_snapshot
-from ._common import (Progress, add_display_arguments, add_filter_arguments,
+from ._common import (CLIError, Progress, add_display_arguments, add_filter_arguments,
                       check_display_arguments, filter_snapshot, load_snapshot)
 
 
@@ -39,7 +39,10 @@ def execute(args) -> int:
         if args.user_code:
             old, new = user_code_snapshot(old), user_code_snapshot(new)
         progress.update("heaptrace: comparing the snapshots")
-        stats = new.compare_to(old, args.group_by, args.cumulative)
+        try:
+            stats = new.compare_to(old, args.group_by, args.cumulative)
+        except ValueError as error:     # sampled and exact, or two intervals
+            raise CLIError(f"{args.new} and {args.old}: {error}") from None
     finally:
         progress.clear()
     stats = [s for s in stats if s.size_diff or s.count_diff]

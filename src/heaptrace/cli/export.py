@@ -8,7 +8,9 @@ Examples:
 
 pprof (gzipped profile.proto) is read by go tool pprof, Grafana Pyroscope,
 Parca and Google Cloud Profiler: one sample per traceback with the sample
-types inuse_space (bytes) and inuse_objects (count).  Folded stacks
+types inuse_space (bytes) and inuse_objects (count).  A sampled snapshot
+(run --sample) gives estimates of all the blocks, and its pprof profile
+carries the sampling interval as its period.  Folded stacks
 (`frame;frame;frame bytes`, outermost call first) feed flamegraph.pl,
 inferno and speedscope.  Functions are named from the current source files.
 Filters work as in `heaptrace top`.
@@ -81,6 +83,8 @@ def execute(args) -> int:
     write_output(args.format, profile, args.output)
     if args.json:
         print_json({"snapshot": args.snapshot, "format": args.format, "output": args.output,
-                    "timestamp": profile.timestamp, "stacks": len(profile.stacks),
+                    "timestamp": profile.timestamp,
+                    "sampling_interval": profile.sampling_interval,
+                    "stacks": len(profile.stacks),
                     "total": {"size": profile.total_size, "count": profile.total_count}})
     return 0

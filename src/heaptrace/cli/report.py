@@ -48,6 +48,9 @@ def add_arguments(parser) -> None:
                              "whole traceback")
     parser.add_argument("--min-growth", type=int, default=1024, metavar="BYTES",
                         help="series: smallest growth that is not noise (default 1024)")
+    parser.add_argument("--pid", type=int, metavar="PID",
+                        help="series in a folder: read the run of process PID "
+                             "(default: the latest run with at least 3 snapshots)")
     parser.add_argument("--json", action="store_true",
                         help="print what was written as JSON (see docs/json.md)")
     add_filter_arguments(parser)
@@ -61,6 +64,8 @@ def _load(path: str, args, progress):
 def execute(args) -> int:
     if args.json and args.output == "-":
         raise CLIError("--json prints a summary: give the report a file with -o FILE")
+    if args.pid is not None and not (len(args.paths) == 1 and os.path.isdir(args.paths[0])):
+        raise CLIError("--pid chooses a run in a folder; give the folder")
     if args.diff:
         if args.paths:
             raise CLIError("give either --diff OLD NEW or snapshots, not both")
@@ -101,8 +106,11 @@ def _diff(args):
         old, old_when = _load(old_path, args, progress)
         new, new_when = _load(new_path, args, progress)
         progress.update("heaptrace: comparing the snapshots")
-        profile = diff_profile_of(old, new, old_path, new_path, ordered_frames,
-                                  old_when, new_when)
+        try:
+            profile = diff_profile_of(old, new, old_path, new_path, ordered_frames,
+                                      old_when, new_when)
+        except ValueError as error:     # sampled and exact, or two intervals
+            raise CLIError(f"{new_path} and {old_path}: {error}") from None
     finally:
         progress.clear()
     return profile, {"kind": "diff", "old": old_path, "new": new_path,
@@ -116,7 +124,7 @@ def _series(args):
 
     if args.min_growth < 0:
         raise CLIError("--min-growth must be 0 or more")
-    selection = trend_cli.snapshot_files(args.paths, getattr(args, "pid", None))
+    selection = trend_cli.snapshot_files(args.paths, args.pid)
     if len(selection.files) < 3:
         raise CLIError(f"a series needs at least 3 snapshots, got {len(selection.files)}")
     series = trend_cli._read_series(selection, args)
@@ -143,8 +151,14 @@ def _series(args):
         first, first_when = _load(paths[0], args, progress)
         last, last_when = _load(paths[-1], args, progress)
         progress.update("heaptrace: comparing the first and the last snapshot")
-        growth = diff_profile_of(first, last, paths[0], paths[-1], ordered_frames,
-                                 first_when, last_when)
+        try:
+            growth = diff_profile_of(first, last, paths[0], paths[-1], ordered_frames,
+                                     first_when, last_when)
+        except ValueError:      # sampled with another interval: no growth graph
+            growth = None
+            note = "; ".join(filter(None, [note, "no growth graph: the first and the "
+                                           "last snapshot were taken with different "
+                                           "sampling intervals"]))
     finally:
         progress.clear()
     data = Series(paths, times, totals, sites, args.group_by, growth, note)

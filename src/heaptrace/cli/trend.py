@@ -24,21 +24,21 @@ memory that comes and goes.  Growth is given per hour.  Filters work as in
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
+import sys
 
-from ..trend import LEAK, NOISE, PLATEAU, classify
+from .. import reports
 from ..measure import user_code_snapshot
+from ..reports.model import TrendResult
+from ..trend import LEAK, NOISE, PLATEAU, classify
 from ._common import (CLIError, Progress, add_filter_arguments, filter_snapshot,
-                      format_size, load_snapshot, ordered_frames, plural, print_json,
-                      short_path)
+                      load_snapshot, ordered_frames, plural)
 
 #: Names that `heaptrace run` gives its snapshots: pid and sequence number.
 SNAPSHOT_NAME = re.compile(r"^heaptrace-(\d+)-(\d+)\.snap$")
 MIN_SNAPSHOTS = 3
 KIND_ORDER = {LEAK: 0, PLATEAU: 1, NOISE: 2}
-GROUP_NAMES = {"lineno": "line", "filename": "file", "traceback": "traceback"}
 
 
 def add_arguments(parser) -> None:
@@ -152,7 +152,6 @@ def execute(args) -> int:
         more = len(selection.skipped) - 3
         selection.notes.append(f"skipped {plural(len(selection.skipped), 'file')}: {shown}"
                                + (f" and {more} more" if more > 0 else ""))
-    note = "; ".join(selection.notes) or None
     times = [when for when, _, _ in series]
     hours = [(when - times[0]) / 3600 for when in times]
     if hours[-1] <= 0:
@@ -166,20 +165,11 @@ def execute(args) -> int:
     sites.sort(key=lambda item: (KIND_ORDER[item[1].kind], -item[1].slope,
                                  -item[1].growth, -item[1].last))
     counts = {kind: sum(1 for _, t in sites if t.kind == kind) for kind in KIND_ORDER}
-    if args.json:
-        print_json({
-            "snapshots": [{"path": path, "timestamp": when} for when, path, _ in series],
-            "hours": hours[-1],
-            "group_by": args.group_by,
-            "note": note,
-            "pid": selection.pid,
-            "runs": [{"pid": p, "snapshots": len(f)} for p, f in sorted(selection.runs.items())],
-            "skipped": [{"path": path, "reason": why} for path, why in selection.skipped],
-            "summary": counts,
-            "sites": [_site_json(key, trend) for key, trend in sites],
-        })
-        return 0
-    _print_text(args, series, hours, sites, counts, selection.notes)
+    result = TrendResult([(when, path) for when, path, _ in series], hours[-1],
+                         args.group_by, selection.notes, selection.pid, selection.runs,
+                         selection.skipped, counts, sites,
+                         limit=args.limit, all=args.all, full_paths=args.full_paths)
+    sys.stdout.write(reports.render("json" if args.json else "text", result))
     return 0
 
 
@@ -229,69 +219,3 @@ def _read_series(selection: Selection, args) -> list:
         progress.clear()
     series.sort(key=lambda item: item[0])
     return series
-
-
-def _site_json(key, trend) -> dict:
-    filename, lineno = key[0]
-    return {
-        "filename": filename,
-        "lineno": lineno,
-        "traceback": [{"filename": f, "lineno": n} for f, n in key],
-        "kind": trend.kind,
-        "shape": trend.shape,
-        "growth_per_hour": trend.slope,
-        "growth": trend.growth,
-        "size": trend.last,
-        "first_size": trend.first,
-        "peak_size": trend.peak,
-        "confidence": trend.confidence,
-        "reason": trend.reason,
-    }
-
-
-def _site_text(key, group_by: str, full: bool) -> str:
-    filename, lineno = key[0]
-    if group_by == "filename":
-        return short_path(filename, full)
-    text = f"{short_path(filename, full)}:{lineno}"
-    if group_by == "traceback" and len(key) > 1:
-        text += " <- " + " <- ".join(f"{short_path(f, full)}:{n}" for f, n in key[1:4])
-        if len(key) > 4:
-            text += " <- ..."
-    return text
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
-
-
-def _print_text(args, series, hours, sites, counts, notes) -> None:
-    start = datetime.datetime.fromtimestamp(series[0][0]).strftime("%Y-%m-%d %H:%M:%S")
-    print(f"{plural(len(series), 'snapshot')} over {_duration(hours[-1] * 3600)} "
-          f"from {start}, grouped by {GROUP_NAMES[args.group_by]}")
-    for line in notes:
-        print(f"Note: {line}")
-    listed = [(k, t) for k, t in sites if args.all or t.kind != NOISE]
-    shown = listed[: args.limit] if args.limit else listed
-    if shown:
-        print(f"{'kind':<8} {'growth/hour':>12} {'size now':>10}  site")
-    for key, trend in shown:
-        rate = format_size(trend.slope, sign=True) if trend.kind == LEAK else "-"
-        detail = (f"confidence {trend.confidence:.2f}, {trend.reason}"
-                  if trend.kind == LEAK else trend.reason)
-        print(f"{trend.kind:<8} {rate:>12} {format_size(trend.last):>10}  "
-              f"{_site_text(key, args.group_by, args.full_paths)}  ({detail})")
-    if len(listed) > len(shown):
-        print(f"... {len(listed) - len(shown):,} more (--limit 0 shows all)")
-    summary = (f"{plural(counts[LEAK], 'leak')}, {plural(counts[PLATEAU], 'plateau')}, "
-               f"{counts[NOISE]:,} noise")
-    if not args.all and counts[NOISE]:
-        summary += " (--all lists the noise)"
-    print(summary)

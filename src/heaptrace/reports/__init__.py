@@ -8,7 +8,7 @@ bytes when ``BINARY``).  A format that cannot show a kind of model raises
 :data:`FORMATS`.
 
 The models are built by the commands (``heaptrace report``, ``export``,
-``top``, ``diff``) from snapshots; the format modules never read
+``top``, ``diff``, ``trend``) from snapshots; the format modules never read
 a file or a snapshot themselves.
 """
 

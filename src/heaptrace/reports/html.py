@@ -169,7 +169,41 @@ _SEARCH_BAR = """
 <div id="flame" class="flame"></div>"""
 
 
-def _page(title: str, meta: str, body: str, data: dict) -> str:
+class _Title:
+    """A page title that names snapshot files: the file names in the title
+    and the heading, each with its full path as a tooltip, and the folder
+    they are in (or their full paths) on a line of its own."""
+
+    def __init__(self):
+        self.text = []      # plain text, for <title>
+        self.html = []      # the heading
+        self.paths = []
+
+    def add(self, words: str) -> "_Title":
+        self.text.append(words)
+        self.html.append(html.escape(words))
+        return self
+
+    def file(self, path: str) -> "_Title":
+        path = os.path.abspath(path)
+        name = os.path.basename(path) or path
+        self.text.append(name)
+        self.html.append(f'<span class="file" title="{html.escape(path)}">'
+                         f'{html.escape(name)}</span>')
+        self.paths.append(path)
+        return self
+
+    def where(self) -> str:
+        """``in FOLDER`` when the files share one, else their full paths."""
+        folders = {os.path.dirname(path) for path in self.paths}
+        if len(folders) == 1:
+            return f"in {folders.pop()}"
+        return ", ".join(self.paths)
+
+
+def _page(title: _Title, meta: str, body: str, data: dict) -> str:
+    where = title.where()
+    where_line = f'<div class="where">{html.escape(where)}</div>' if where else ""
     payload = (json.dumps(data, separators=(",", ":"), ensure_ascii=True)
                .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     return f"""<!DOCTYPE html>
@@ -178,12 +212,12 @@ def _page(title: str, meta: str, body: str, data: dict) -> str:
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
-<title>{html.escape(title)}</title>
+<title>{html.escape("".join(title.text))}</title>
 <style>
 {_asset("report.css")}</style>
 </head>
 <body>
-<header><h1>{html.escape(title)}</h1><div class="meta">{html.escape(meta)}</div></header>
+<header><h1>{"".join(title.html)}</h1>{where_line}<div class="meta">{html.escape(meta)}</div></header>
 {body}
 <div id="tip"></div>
 <script type="application/json" id="heaptrace-data">{payload}</script>
@@ -199,7 +233,8 @@ def _profile_page(profile: Profile, names: FunctionNames) -> str:
     tree = _tree(profile, frames)
     if profile.is_diff:
         sites = _diff_sites(profile, frames)
-        title = f"heaptrace diff: {profile.source} compared to {profile.old_source}"
+        title = (_Title().add("heaptrace diff: ").file(profile.source)
+                 .add(" compared to ").file(profile.old_source))
         grown = sum(s.size_diff for s in profile.stacks if s.size_diff > 0)
         shrunk = sum(s.size_diff for s in profile.stacks if s.size_diff < 0)
         meta = (f"net change {_size(profile.total_size_diff, True)}: "
@@ -209,13 +244,16 @@ def _profile_page(profile: Profile, names: FunctionNames) -> str:
         table = "Sites that changed the most"
     else:
         sites = _snapshot_sites(profile, frames)
-        title = f"heaptrace report: {profile.source}"
+        title = _Title().add("heaptrace report: ").file(profile.source)
         taken = _when(profile.timestamp)
         meta = (f"{_size(profile.total_size)} in {profile.total_count:,} blocks, "
                 f"{len(profile.stacks):,} distinct tracebacks"
                 + (f"; taken {taken}" if taken else ""))
         heading = "Memory by call path (click a frame to zoom, hover for details)"
         table = "Top allocation sites (click a header to sort, a row to find it above)"
+    if profile.sampling_interval:
+        meta += (f"; sampled every {profile.sampling_interval:,} bytes: sizes and "
+                 f"blocks are estimates")
     data = {"kind": "diff" if profile.is_diff else "snapshot", "frames": frames.table,
             "files": frames.files, "tree": tree, "sites": sites}
     body = (f'<section><h2>{html.escape(heading)}</h2>{_SEARCH_BAR}</section>\n'
@@ -251,7 +289,9 @@ def _series_page(series: Series, names: FunctionNames) -> str:
     for site in series.sites:
         kinds[site.trend.kind] = kinds.get(site.trend.kind, 0) + 1
     span = series.times[-1] - series.times[0]
-    title = f"heaptrace trend: {len(series.paths)} snapshots"
+    title = _Title().add(f"heaptrace trend: {len(series.paths)} snapshots, ")
+    title.file(series.paths[0]).add(" to ").file(series.paths[-1])
+    title.paths = [os.path.abspath(path) for path in series.paths]
     meta = (f"{len(series.paths)} snapshots over {span:.1f} s from {_when(series.times[0])}; "
             f"total {_size(series.totals[0])} \u2192 {_size(series.totals[-1])}; "
             f"{kinds.get('leak', 0)} leaks, {kinds.get('plateau', 0)} plateaus, "

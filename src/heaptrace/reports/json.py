@@ -1,4 +1,4 @@
-"""JSON: the machine-readable output of `heaptrace top` and `heaptrace diff`
+"""JSON: the machine-readable output of `heaptrace top`, `diff` and `trend`
 (schemas in docs/json.md)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from . import Unsupported
-from .model import DiffResult, TopResult
+from .model import DiffResult, TopResult, TrendResult
 
 FORMAT = "json"
 BINARY = False
@@ -59,11 +59,45 @@ def _diff(result: DiffResult) -> dict:
     }
 
 
+def _trend_site(key, trend) -> dict:
+    filename, lineno = key[0]
+    return {
+        "filename": filename,
+        "lineno": lineno,
+        "traceback": [{"filename": f, "lineno": n} for f, n in key],
+        "kind": trend.kind,
+        "shape": trend.shape,
+        "growth_per_hour": trend.slope,
+        "growth": trend.growth,
+        "size": trend.last,
+        "first_size": trend.first,
+        "peak_size": trend.peak,
+        "confidence": trend.confidence,
+        "reason": trend.reason,
+    }
+
+
+def _trend(result: TrendResult) -> dict:
+    return {
+        "snapshots": [{"path": path, "timestamp": when} for when, path in result.snapshots],
+        "hours": result.hours,
+        "group_by": result.group_by,
+        "note": "; ".join(result.notes) or None,
+        "pid": result.pid,
+        "runs": [{"pid": p, "snapshots": len(f)} for p, f in sorted(result.runs.items())],
+        "skipped": [{"path": path, "reason": why} for path, why in result.skipped],
+        "summary": result.counts,
+        "sites": [_trend_site(key, trend) for key, trend in result.sites],
+    }
+
+
 def render(data) -> str:
     if isinstance(data, TopResult):
         value = _top(data)
     elif isinstance(data, DiffResult):
         value = _diff(data)
+    elif isinstance(data, TrendResult):
+        value = _trend(data)
     else:
         raise Unsupported(f"no JSON output for a {type(data).__name__}")
     return json.dumps(value, indent=2) + "\n"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 __all__ = ["Stack", "Profile", "SiteSeries", "Series", "TopResult", "DiffResult",
+           "TrendResult",
            "profile_of", "diff_profile_of", "FunctionNames", "short_path"]
 
 
@@ -40,6 +41,9 @@ class Profile:
     timestamp: Optional[float] = None
     old_source: Optional[str] = None
     old_timestamp: Optional[float] = None
+    # Bytes between samples when the snapshots were sampled (their sizes
+    # and counts are then estimates of all the blocks); None when exact.
+    sampling_interval: Optional[int] = None
 
     @property
     def is_diff(self) -> bool:
@@ -115,6 +119,27 @@ class DiffResult:
     rest: list
 
 
+@dataclass
+class TrendResult:
+    """What `heaptrace trend` shows: every site's verdict over a series, and
+    how the series was chosen."""
+
+    snapshots: list        # [(timestamp, path)], in time order
+    hours: float           # from the first snapshot to the last
+    group_by: str
+    notes: list            # what the reader should know (runs, skipped files)
+    pid: Optional[int]     # the run read, in a folder of `heaptrace run`
+    runs: dict             # pid -> its files, in that folder
+    skipped: list          # [(path, reason)]
+    counts: dict           # kind -> number of sites
+    sites: list            # [(key, Trend)], leaks first; a key is a tuple of
+                           # (filename, lineno), most recent frame first
+    # Display options of the text output.
+    limit: int = 20
+    all: bool = False
+    full_paths: bool = False
+
+
 def _key(frames_of: Callable, traceback) -> tuple:
     return tuple((f.filename, f.lineno) for f in reversed(frames_of(traceback)))
 
@@ -134,14 +159,16 @@ def profile_of(snapshot, source: str, frames_of: Callable,
             stack.size += stat.size
             stack.count += stat.count
     stacks = sorted(merged.values(), key=lambda s: (-s.size, -s.count, s.frames))
-    return Profile(source, stacks, timestamp)
+    return Profile(source, stacks, timestamp,
+                   sampling_interval=getattr(snapshot, "sampling_interval", None))
 
 
 def diff_profile_of(old, new, old_source: str, source: str, frames_of: Callable,
                     old_timestamp: Optional[float] = None,
                     timestamp: Optional[float] = None) -> Profile:
     """The Profile of the change from the snapshot *old* to *new*; only the
-    tracebacks whose bytes or blocks changed are kept."""
+    tracebacks whose bytes or blocks changed are kept.  Snapshots taken with
+    different sampling intervals raise ValueError (their estimates do not mix)."""
     merged = {}
     for stat in new.compare_to(old, "traceback"):
         if not (stat.size_diff or stat.count_diff):
@@ -156,7 +183,8 @@ def diff_profile_of(old, new, old_source: str, source: str, frames_of: Callable,
             stack.size_diff += stat.size_diff
             stack.count_diff += stat.count_diff
     stacks = sorted(merged.values(), key=lambda s: (-abs(s.size_diff), -s.size, s.frames))
-    return Profile(source, stacks, timestamp, old_source, old_timestamp)
+    return Profile(source, stacks, timestamp, old_source, old_timestamp,
+                   getattr(new, "sampling_interval", None))
 
 
 def short_path(filename: str) -> str:

@@ -6,8 +6,11 @@ The encoder below writes the few protobuf field kinds profile.proto uses
 library.  One sample per distinct traceback with two values, ``inuse_space``
 (bytes) and ``inuse_objects`` (count); one location per ``file:line``, one
 function per Python function (its qualified name, read from the source, else
-the file name).  The snapshot's time becomes ``time_nanos``.  heaptrace traces
-every block (it does not sample), so the period is 1.
+the file name).  The snapshot's time becomes ``time_nanos``.  The period
+(``period_type`` space/bytes) is 1 for an exact snapshot; a sampled snapshot
+carries its sampling interval there, and its values are already the
+estimates of all the blocks (as Go's own heap profiles are scaled), so tools
+show them as they are; a comment says so.
 """
 
 from __future__ import annotations
@@ -132,7 +135,11 @@ def encode(profile: Profile, names: FunctionNames = None) -> bytes:
                                                                 [stack.size, stack.count]))))
     out.extend(location_messages)
     out.extend(function_messages)
-    comment = strings(f"heaptrace snapshot {profile.source}")
+    comments = [strings(f"heaptrace snapshot {profile.source}")]
+    interval = profile.sampling_interval
+    if interval:
+        comments.append(strings(f"sampled: one block per {interval} bytes allocated on "
+                                f"average; values are estimates of all the blocks"))
     default_type = strings("inuse_space")
     period_type = bytes_field(_PROFILE_PERIOD_TYPE, value_type("space", "bytes"))
     out.extend(bytes_field(_PROFILE_STRING_TABLE, text.encode("utf-8", "backslashreplace"))
@@ -140,8 +147,8 @@ def encode(profile: Profile, names: FunctionNames = None) -> bytes:
     if profile.timestamp:
         out.append(int_field(_PROFILE_TIME_NANOS, int(profile.timestamp * 1e9)))
     out.append(period_type)
-    out.append(int_field(_PROFILE_PERIOD, 1))
-    out.append(int_field(_PROFILE_COMMENT, comment))
+    out.append(int_field(_PROFILE_PERIOD, interval or 1))
+    out.extend(int_field(_PROFILE_COMMENT, comment) for comment in comments)
     out.append(int_field(_PROFILE_DEFAULT_SAMPLE_TYPE, default_type))
     return b"".join(out)
 
