@@ -162,8 +162,10 @@ def execute(args) -> int:
         sizes = [table.get(key, 0) for table in tables]
         trend = classify(hours, sizes, min_growth=args.min_growth)
         sites.append((key, trend))
+    # (Ties are broken by the site itself, so that the order never depends
+    # on the hash seed.)
     sites.sort(key=lambda item: (KIND_ORDER[item[1].kind], -item[1].slope,
-                                 -item[1].growth, -item[1].last))
+                                 -item[1].growth, -item[1].last, repr(item[0])))
     counts = {kind: sum(1 for _, t in sites if t.kind == kind) for kind in KIND_ORDER}
     result = TrendResult([(when, path) for when, path, _ in series], hours[-1],
                          args.group_by, selection.notes, selection.pid, selection.runs,
