@@ -1328,7 +1328,14 @@ def take_snapshot():
         take = getattr(core, "_take_snapshot_data", None)
         if take is not None:
             data = take()
-            return Snapshot._from_data(data, data.traceback_limit)
+            snapshot = Snapshot._from_data(data, data.traceback_limit)
+            native_on, _, lost = core._native_status()
+            if native_on:
+                # Native blocks the tracer could not record (its tables
+                # could not grow): the program got them, untraced.  Kept by
+                # dump/load like any other attribute.
+                snapshot.untraced_native_blocks = lost
+            return snapshot
         limit = core.get_traceback_limit()
         data = _SnapshotData.from_raw(core._get_traces(), limit)
         return Snapshot._from_data(data, limit)

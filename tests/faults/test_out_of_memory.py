@@ -255,3 +255,46 @@ def test_failures_at_every_point_leave_consistent_tables():
             heaptrace.stop()
     assert outcomes["MemoryError"] > 0, outcomes
     print("\nout-of-memory points:", outcomes)
+
+
+def test_native_blocks_that_cannot_be_recorded_are_counted_not_failed(tmp_path):
+    """A native caller cannot handle an allocation that the tracer made
+    fail: when the native table cannot grow, malloc still succeeds, the
+    block goes untraced, and the snapshot says how many were."""
+    import shutil
+    import subprocess
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    src = tmp_path / "lib.c"
+    src.write_text("#include <stdlib.h>\n"
+                   "void f_many(int k, size_t n, void **out) {\n"
+                   "    for (int i = 0; i < k; i++) out[i] = malloc(n);\n"
+                   "}\n"
+                   "void f_free(void *p) { free(p); }\n")
+    so = str(tmp_path / "libf.so")
+    subprocess.run([cc, "-shared", "-fPIC", "-o", so, str(src)], check=True)
+    lib = ctypes.CDLL(so)
+    lib.f_many.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_void_p]
+    lib.f_free.argtypes = [ctypes.c_void_p]
+    out = (ctypes.c_void_p * 200)()
+    heaptrace.start(1, native=True)
+    lib.f_many(1, 16, out)           # (the call's own Python objects, warm)
+    lib.f_free(out[0])
+    # One C call, no Python allocation in between: every native block
+    # that needs the table to grow finds it cannot.
+    fail_after(0)
+    try:
+        lib.f_many(200, 4321, out)
+    finally:
+        fail_after(-1)
+    ptrs = list(out)
+    assert all(ptrs)
+    snap = heaptrace.take_snapshot()
+    assert snap.untraced_native_blocks > 0
+    path = str(tmp_path / "s.snap")
+    snap.dump(path)
+    assert heaptrace.Snapshot.load(path).untraced_native_blocks == snap.untraced_native_blocks
+    for p in ptrs:
+        lib.f_free(p)
+    assert_consistent()
