@@ -548,10 +548,9 @@ class _Hunt:
         if self.search_held_by and suspects and self.core is not None:
             self.find_holders(suspects, [table for _, table in samples])
         if suspects and sys.version_info < (3, 13):
-            self.notes.append("before Python 3.13 an object that CPython hands out again from "
-                              "a free list (a dict, list, tuple or float, say) keeps the line "
-                              "where its memory was first allocated, so a suspect's line may "
-                              "be an earlier user of that memory")
+            self.notes.append("before Python 3.13, objects CPython reuses from its free "
+                              "lists (dicts, lists, tuples...) keep the line of their "
+                              "memory's first allocation")
         limit = self.api.get_traceback_limit() if self.api.is_tracing() else 0
         if limit == 1:
             self.notes.append("tracing was already on with 1 frame per traceback, so callers "
