@@ -168,7 +168,10 @@ def test_top_native_frames(libpath, tmp_path):
     assert top.returncode == 0, top.stderr
     lines = top.stdout.splitlines()
     assert "prog.py:5" in lines[1]
-    assert lines[3].strip().startswith("native: ") and "4 blocks" in lines[3]
+    # (The interpreter's own frames below ctypes can differ between the
+    # first calls and later, specialised ones: the 4 blocks may come in
+    # more than one path; the biggest names the library's two frames.)
+    assert lines[3].strip().startswith("native: ") and " blocks" in lines[3]
     assert lines[4].strip().startswith("nf_inner (libnf.so+0x")
     assert lines[5].strip().startswith("nf_outer (libnf.so+0x")
     plain = subprocess.run([sys.executable, "-m", "heaptrace", "top", "--limit", "1",
@@ -178,10 +181,12 @@ def test_top_native_frames(libpath, tmp_path):
                            "--full-paths", "--json", "--limit", "1", str(snap)],
                           capture_output=True, text=True, env=env)
     import json
-    (path,) = json.loads(full.stdout)["stats"][0]["native_paths"]
-    assert path["count"] == 4 and path["size"] == 4 * SIZE
-    assert [f["function"] for f in path["frames"][:2]] == ["nf_inner", "nf_outer"]
-    assert path["frames"][0]["library"] == libpath
+    paths = json.loads(full.stdout)["stats"][0]["native_paths"]
+    assert sum(p["count"] for p in paths) == 4
+    assert sum(p["size"] for p in paths) == 4 * SIZE
+    for path in paths:
+        assert [f["function"] for f in path["frames"][:2]] == ["nf_inner", "nf_outer"]
+        assert path["frames"][0]["library"] == libpath
 
 
 def test_threads_without_the_gil(libpath):
