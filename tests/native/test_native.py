@@ -412,3 +412,33 @@ def test_sampled_native_tracing_estimates_what_was_allocated(libpath):
     for p in ptrs:
         lib.n_free(p)
     assert sum(t.size for t in heaptrace.take_snapshot().traces if t.domain == NATIVE) < 100_000
+
+
+def test_run_native_follows_a_python_child(libpath, tmp_path):
+    """A Python child started by the program under `heaptrace run --native`
+    traces native memory too, in its own series."""
+    child = tmp_path / "child.py"
+    child.write_text(textwrap.dedent(f"""
+        import ctypes
+        lib = ctypes.CDLL({libpath!r})
+        lib.n_keep.argtypes = [ctypes.c_size_t]
+        for i in range(300):
+            lib.n_keep(10000)   # the child's leak
+    """))
+    prog = tmp_path / "parent.py"
+    prog.write_text(f"import subprocess, sys\nsubprocess.run([sys.executable, {str(child)!r}], "
+                    "check=True)\n")
+    out = tmp_path / "snaps"
+    proc = subprocess.run([sys.executable, "-m", "heaptrace", "run", "--native", "-o", str(out),
+                           str(prog)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert proc.returncode == 0, proc.stderr
+    pids = {name.split("-")[1] for name in os.listdir(out) if name.endswith(".snap")}
+    assert len(pids) == 2, os.listdir(out)
+    found = False
+    for name in sorted(os.listdir(out)):
+        snap = heaptrace.Snapshot.load(str(out / name))
+        native = [t for t in snap.traces
+                  if t.domain == NATIVE and t.traceback[-1].filename == str(child)]
+        found = found or sum(t.size for t in native) >= 300 * 10000
+    assert found

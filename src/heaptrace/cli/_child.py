@@ -18,12 +18,12 @@ BOOTSTRAP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 
 def environment(folder: str, nframe: int, sample, interval: float, signum, keep: int,
-                as_json: bool) -> dict:
+                as_json: bool, native: bool = False) -> dict:
     """The variables to add to the program's environment so that its Python
     children trace themselves with these settings."""
     config = {"folder": folder, "nframe": nframe, "sample": sample, "interval": interval,
               "signal": signum.name if signum is not None else None, "keep": keep,
-              "json": as_json}
+              "json": as_json, "native": native}
     path = os.environ.get("PYTHONPATH")
     return {ENV: json.dumps(config),
             "PYTHONPATH": BOOTSTRAP + (os.pathsep + path if path else "")}
@@ -44,6 +44,7 @@ def start(text: str) -> None:
         keep = int(config["keep"])
         signum = signal.Signals[config["signal"]] if config["signal"] else None
         as_json = bool(config.get("json"))
+        native = bool(config.get("native"))
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{ENV} is not a valid heaptrace setting ({error})") from None
     if heaptrace.is_tracing():
@@ -53,6 +54,6 @@ def start(text: str) -> None:
     snapshotter.install(signum, interval)
     snapshotter.warm_up(nframe)
     atexit.register(snapshotter.finish)
-    heaptrace.start(nframe, sampling_interval=sample)
+    heaptrace.start(nframe, sampling_interval=sample, native=native)
     snapshotter.begin(interval)
     emit("child", None, pid=os.getpid(), parent=os.getppid())

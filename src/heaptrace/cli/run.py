@@ -237,7 +237,7 @@ def execute(args) -> int:
          signal=signum.name if signum else None, keep=args.keep, sample=sample)
     if not args.no_follow:
         os.environ.update(child_environment(folder, args.nframe, sample, args.interval,
-                                            signum, args.keep, args.json))
+                                            signum, args.keep, args.json, args.native))
     sys.argv = argv
     if sys.path:
         sys.path[0] = path0
