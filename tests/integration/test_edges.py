@@ -192,3 +192,16 @@ def test_profile_function_called_before_a_prologue_sees_what_the_standard_module
     standard module reports."""
     out = under_both(PROFILED)
     assert out["heaptrace"].strip() != "[]"
+
+
+def test_native_tracing_where_it_cannot_work_is_a_clear_error():
+    """On a build without the frame shims (the public-API fallback), or off
+    Linux, start(native=True) raises RuntimeError and leaves tracing off."""
+    if heaptrace._core.FAST_FRAMES and sys.platform.startswith("linux"):
+        heaptrace.start(1, native=True)
+        assert heaptrace.is_native()
+        heaptrace.stop()
+        return
+    with pytest.raises(RuntimeError, match="native"):
+        heaptrace.start(1, native=True)
+    assert not heaptrace.is_tracing()
