@@ -40,12 +40,18 @@
  * Sampling (sampling.h).  With a sampling interval, each thread counts down
  * the bytes left to its next sample point, drawn from an exponential
  * distribution by a per-thread generator; a block is recorded only when the
- * countdown runs out inside it.  The common case is a load, a compare and
- * a subtraction: a block that is not sampled costs no table work when it is
- * allocated, and one table lookup that misses when it is freed.  The
- * decision is taken after the wrapped allocator returned, with the
- * reentrancy flag still set, so that pymalloc passing a large request on to
- * the RAW hooks never counts the same bytes twice.
+ * countdown runs out inside it.  Sampled tracing installs a set of hooks of
+ * its own (see "the sampled hooks" below): a block that is not sampled costs
+ * a few loads and compares and a tail call when it is allocated, and one
+ * load of a filter when it is freed, with no table work, no atomic
+ * read-modify-write and no write of the reentrancy flag.  Whatever they
+ * cannot settle so, they hand to the exact hooks, which take the decision
+ * after the wrapped allocator returned, with the reentrancy flag still set,
+ * so that pymalloc passing a large request on to the RAW hooks never counts
+ * the same bytes twice.  Both sets keep every rule above: the sampled fast
+ * path is taken only with the flag clear (never for a nested call or a
+ * probe) and only while sampled recording is on, and is a pure pass-through
+ * otherwise.
  */
 #include "tracer.h"     /* first: Python.h sets the feature macros */
 #include "hooks.h"
