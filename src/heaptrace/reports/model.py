@@ -99,6 +99,9 @@ class TopResult:
     # native_frames), ...] of its native blocks' C call paths, biggest
     # first; None otherwise.
     native: Optional[dict] = None
+    # Snapshot.sampling_interval: None when exact, else the interval in
+    # bytes (sizes and counts are then estimates).
+    sampling_interval: Optional[int] = None
 
 
 @dataclass
@@ -113,6 +116,9 @@ class DiffResult:
     full_paths: bool
     shown: list
     rest: list
+    # The snapshots' sampling interval (compare_to refuses two different
+    # ones): None when exact.
+    sampling_interval: Optional[int] = None
 
 
 def _key(frames_of: Callable, traceback) -> tuple:
