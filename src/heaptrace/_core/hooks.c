@@ -110,13 +110,15 @@ static _Thread_local struct hook_thread me __attribute__((tls_model("initial-exe
  * function and ctx.  Beside the allocator, a cell holds its pass limit:
  * the largest request the sampled hooks hand to it without setting the
  * reentrancy flag, because the allocator serves it without calling the RAW
- * domain's hooks (found by a probe at install; see "the sampled hooks").
- * Written with the GIL held; read by the hooks. */
+ * domain's hooks (found by a probe at install; see "the sampled hooks";
+ * atomic, relaxed, because the probe writes it after the hooks are in
+ * place, and RAW hooks read it without the GIL).  Written with the GIL
+ * held; read by the hooks. */
 enum { DOM_RAW, DOM_MEM, DOM_OBJ, NDOM };
 #define NGEN 8
 struct wrapped {
     PyMemAllocatorEx a;     /* first: a hook's ctx is also a pointer to it */
-    size_t pass_limit;
+    _Atomic size_t pass_limit;
 };
 static struct wrapped orig[NGEN][NDOM];
 /* The row the next installation writes.  GIL. */
@@ -581,6 +583,13 @@ raw_free(void *ctx, void *ptr)
  * request the pass-limit probe makes. */
 #define HT_PASS_PROBE 512
 
+/* The pass limit of the cell a sampled hook wraps. */
+static inline size_t
+pass_limit(struct wrapped *w)
+{
+    return atomic_load_explicit(&w->pass_limit, memory_order_relaxed);
+}
+
 /* Whether the calling thread's countdown passes over a request of size
  * bytes with no tracer work: gate open for it, no hook running on it. */
 static inline int
@@ -607,7 +616,7 @@ static void *
 smp_gil_malloc(void *ctx, size_t size)
 {
     struct wrapped *w = ctx;
-    if (likely(size <= w->pass_limit) && skips(size)) {
+    if (likely(size <= pass_limit(w)) && skips(size)) {
         me.left -= size;
         return w->a.malloc(w->a.ctx, size);
     }
@@ -620,7 +629,7 @@ smp_gil_calloc(void *ctx, size_t nelem, size_t elsize)
     struct wrapped *w = ctx;
     size_t size;
     if (!__builtin_mul_overflow(nelem, elsize, &size)
-        && likely(size <= w->pass_limit) && skips(size)) {
+        && likely(size <= pass_limit(w)) && skips(size)) {
         me.left -= size;
         return w->a.calloc(w->a.ctx, nelem, elsize);
     }
@@ -656,7 +665,7 @@ static void *
 smp_raw_malloc(void *ctx, size_t size)
 {
     struct wrapped *w = ctx;
-    if (likely(size <= w->pass_limit) && skips(size)) {
+    if (likely(size <= pass_limit(w)) && skips(size)) {
         me.left -= size;
         return w->a.malloc(w->a.ctx, size);
     }
@@ -669,7 +678,7 @@ smp_raw_calloc(void *ctx, size_t nelem, size_t elsize)
     struct wrapped *w = ctx;
     size_t size;
     if (!__builtin_mul_overflow(nelem, elsize, &size)
-        && likely(size <= w->pass_limit) && skips(size)) {
+        && likely(size <= pass_limit(w)) && skips(size)) {
         me.left -= size;
         return w->a.calloc(w->a.ctx, nelem, elsize);
     }
@@ -680,7 +689,7 @@ static void *
 smp_raw_realloc(void *ctx, void *ptr, size_t size)
 {
     struct wrapped *w = ctx;
-    if (likely(size <= w->pass_limit) && skips(size)
+    if (likely(size <= pass_limit(w)) && skips(size)
         && (ptr == NULL || untraced(ptr))) {
         me.left -= size;
         return w->a.realloc(w->a.ctx, ptr, size);
@@ -789,7 +798,7 @@ ht_hooks_install(void)
             continue;
         }
         orig[gen][d].a = current;
-        orig[gen][d].pass_limit = 0;
+        atomic_store_explicit(&orig[gen][d].pass_limit, 0, memory_order_relaxed);
         PyMemAllocatorEx mine = hooks_for(d, &orig[gen][d]);
         PyMem_SetAllocator(domain_of[d], &mine);
         used |= 1u << d;
@@ -798,7 +807,9 @@ ht_hooks_install(void)
      * probes of the others. */
     for (int d = 0; d < NDOM; d++) {
         if (used & (1u << d)) {
-            orig[gen][d].pass_limit = pass_limit_of(d, &orig[gen][d]);
+            atomic_store_explicit(&orig[gen][d].pass_limit,
+                                  pass_limit_of(d, &orig[gen][d]),
+                                  memory_order_relaxed);
         }
     }
     if (used) {
