@@ -3,7 +3,8 @@
 # heaptrace, counted by valgrind's callgrind.  Unlike timings, the counts
 # barely change from one run to the next, even on a busy machine.
 #
-# Usage: bench/callgrind.sh [--only-stdlib] [--nframe N] [--scale S] [WORKLOAD]
+# Usage: bench/callgrind.sh [--only-stdlib] [--nframe N] [--scale S]
+#                           [--sampling BYTES] [WORKLOAD]
 #
 #   WORKLOAD       one of the workloads of bench/workloads.py
 #                  (default: small_objects)
@@ -11,6 +12,9 @@
 #   --scale S      amount of work, as in workloads.py (default: 0.1; callgrind
 #                  runs about 50 times slower than the bare interpreter)
 #   --only-stdlib  leave heaptrace out
+#   --sampling B   also count heaptrace sampling every B bytes on average
+#                  (start(sampling_interval=B, sampling_seed=1)); repeatable
+#                  (may be given more than once)
 #
 # The interpreter is $PYTHON (default: python3); heaptrace must be importable
 # from it.  Each mode is run twice, once with the measured run and once
@@ -23,11 +27,13 @@ workload=small_objects
 nframe=1
 scale=0.1
 modules="none tracemalloc heaptrace"
+samplings=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --only-stdlib) modules="none tracemalloc" ;;
         --nframe) nframe=$2; shift ;;
         --scale) scale=$2; shift ;;
+        --sampling) samplings="$samplings $2"; shift ;;
         -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         -*) echo "unknown option: $1" >&2; exit 2 ;;
         *) workload=$1 ;;
@@ -53,11 +59,12 @@ esac
 # String hashes are randomised per process; fix them for repeatable counts.
 export PYTHONHASHSEED=0
 
-# count MODULE RUNS: instructions executed by the whole process.
+# count MODULE RUNS [SAMPLING]: instructions executed by the whole process.
 count() {
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \
         "$python" "$bench/workloads.py" "$workload" --module "$1" \
-        --nframe "$nframe" --scale "$scale" --runs "$2" 2>&1 >/dev/null |
+        --nframe "$nframe" --scale "$scale" --runs "$2" \
+        ${3:+--sampling "$3"} 2>&1 >/dev/null |
         sed -n 's/.*Collected : *\([0-9]*\).*/\1/p'
 }
 
@@ -72,6 +79,13 @@ for module in $modules; do
     else
         label="$module.start($nframe)"
     fi
-    ratio=$(awk -v a="$work" -v b="$base" 'BEGIN { printf "%.2fx", a / b }')
+    ratio=$(awk -v a="$work" -v b="$base" 'BEGIN { printf "%.3fx", a / b }')
     echo "| $label | $work | $ratio |"
+done
+case "$modules" in *heaptrace*) ;; *) samplings="" ;; esac
+for interval in $samplings; do
+    echo "  heaptrace sampling_interval=$interval..." >&2
+    work=$(( $(count heaptrace 1 "$interval") - $(count heaptrace 0 "$interval") ))
+    ratio=$(awk -v a="$work" -v b="$base" 'BEGIN { printf "%.3fx", a / b }')
+    echo "| heaptrace.start($nframe, sampling_interval=$interval) | $work | $ratio |"
 done

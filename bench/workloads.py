@@ -164,13 +164,16 @@ WORKLOADS = {
 }
 
 
-def measure(workload, module_name, nframe, runs, scale):
+def measure(workload, module_name, nframe, runs, scale, sampling=None):
     """Set up and time *workload* as described in the module docstring;
-    return the seconds of each timed run."""
+    return the seconds of each timed run.  *sampling* (heaptrace only) is
+    the sampling interval in bytes, None for exact tracing."""
     run = WORKLOADS[workload](scale)
     run()
     module = load_module(module_name)
-    if module is not None:
+    if module is not None and sampling:
+        module.start(nframe, sampling_interval=sampling, sampling_seed=1)
+    elif module is not None:
         module.start(nframe)
     times = []
     for _ in range(runs):
@@ -193,9 +196,14 @@ def main():
                         help="timed runs (default: 1)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply the amount of work (default: 1.0)")
+    parser.add_argument("--sampling", type=int, default=None, metavar="BYTES",
+                        help="heaptrace only: sampling interval in bytes "
+                        "(default: exact tracing)")
     args = parser.parse_args()
+    if args.sampling is not None and args.module != "heaptrace":
+        parser.error("--sampling needs --module heaptrace")
     times = measure(args.workload, args.module, args.nframe, args.runs,
-                    args.scale)
+                    args.scale, args.sampling)
     emit({"workload": args.workload, "module": args.module,
           "nframe": args.nframe, "times": times})
 

@@ -33,6 +33,28 @@ how well a straight line fits its floor, how much of the growth happened in
 the second half, and how little it gave back; it is reduced for short series.
 A sawtooth sampled in step with its period can pass for growth; callers that
 choose when to sample (find_leaks) vary the spacing to avoid that.
+
+Sampled snapshots
+-----------------
+With sampled tracing (``start(sampling_interval=N)``) each size is an
+estimate: a recorded block of ``s`` bytes stands for ``s / p`` bytes, where
+``p = 1 - exp(-s/N)`` is its chance of being recorded, so its part of the
+estimate is 0 or ``s / p`` and has variance ``s*s * (1 - p) / p``.  Blocks
+are sampled independently (disjoint stretches of a Poisson process), so
+summing ``s*s * (1 - p) / (p*p)`` over a site's recorded blocks
+(:func:`sample_variance`) estimates the variance of its size without bias;
+for small blocks it is about ``size * N``.  Given those standard deviations
+(``noise=``), :func:`classify` allows for them:
+
+* a drop no larger than twice its noise is not counted as memory given
+  back, so a leak measured with noise is not taken for a sawtooth;
+* a leak's growth must stand out of the noise: the rise of the
+  least-squares line over the series must be at least ``NOISE_Z`` times its
+  standard deviation (otherwise the site is noise).  The estimates at two moments share the blocks that lived
+  through both, so they are positively correlated (never negatively); the
+  deviation used is the bound that holds for any such correlation
+  (:func:`_rise_noise`), so a flat series is not called a leak whether its
+  memory turns over quickly (independent noise) or slowly (drifting noise).
 """
 
 from __future__ import annotations
@@ -49,6 +71,7 @@ __all__ = [
     "classify",
     "retained_floor",
     "robust_slope",
+    "sample_variance",
 ]
 
 #: Kinds of :class:`Trend`.
@@ -71,6 +94,12 @@ STEADY_SHARE = 0.75
 FULL_CONFIDENCE_INTERVALS = 8
 # Beyond this many points the slope uses half-lag pairs, O(n), not all pairs.
 ALL_PAIRS_LIMIT = 64
+# Sampled series: the rise must be at least this many standard deviations of
+# its noise ...
+NOISE_Z = 2.5
+# ... and a drop of up to this many standard deviations is noise, not memory
+# given back.
+DROP_Z = 2.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +128,45 @@ class Trend:
     confidence: float
     #: One phrase that explains the classification.
     reason: str
+
+
+def sample_variance(size: int, interval: int) -> float:
+    """What one recorded block of *size* bytes, sampled every *interval*
+    bytes, adds to the estimated variance of its site's size (0.0 when
+    exact).
+
+    A block is recorded with probability ``p = 1 - exp(-size/interval)``
+    and then counts ``size / p`` bytes, so its term of the estimate has
+    variance ``size**2 * (1 - p) / p``.  Each recorded block adds that
+    divided by ``p``, ``size**2 * (1 - p) / p**2``, so that the sum over the
+    recorded blocks estimates the variance of the site's size without bias.
+    A block of 0 bytes is weighted as one of 1 byte, as in the engine.
+    """
+    if not interval:
+        return 0.0
+    s = float(size or 1)
+    p = -math.expm1(-s / interval)
+    return s * s * (1.0 - p) / (p * p)
+
+
+def _rise_noise(xs: Sequence[float], noise: Sequence[float]) -> tuple:
+    """The least-squares rise over the span as weights on the points, and
+    the largest standard deviation it can have given each point's deviation
+    and correlations that are never negative: ``(weights, deviation)``.
+
+    The rise is ``sum(c[i] * y[i])``.  Its variance is at most
+    ``(sum of c[i]*noise[i] over c > 0)**2 + (the same over c < 0)**2``:
+    within each group the correlation is at most 1, and across the groups
+    the covariances only subtract.
+    """
+    n = len(xs)
+    mean = sum(xs) / n
+    sxx = sum((x - mean) ** 2 for x in xs)
+    span = xs[-1] - xs[0]
+    weights = [(x - mean) / sxx * span if sxx else 0.0 for x in xs]
+    up = sum(c * d for c, d in zip(weights, noise) if c > 0)
+    down = sum(-c * d for c, d in zip(weights, noise) if c < 0)
+    return weights, math.sqrt(up * up + down * down)
 
 
 def retained_floor(values: Sequence[float]) -> list:
@@ -152,24 +220,36 @@ def _r_squared(xs: Sequence[float], ys: Sequence[float]) -> float:
     return max(0.0, min(1.0, sxy * sxy / (sxx * syy)))
 
 
-def classify(xs: Sequence[float], ys: Sequence[float], *, min_growth: float = 1024) -> Trend:
+def classify(xs: Sequence[float], ys: Sequence[float], *, min_growth: float = 1024,
+             noise: Sequence[float] | None = None) -> Trend:
     """Classify the series ``ys`` (sizes in bytes) measured at ``xs``.
 
     ``xs`` must be increasing (calls made so far, or hours); it needs at
     least three points.  ``min_growth`` is the smallest growth, in the units
-    of ``ys``, that is not noise.
+    of ``ys``, that is not noise.  ``noise``, for estimates from sampled
+    snapshots, gives the standard deviation of each value (see the module
+    docstring); None, or all zeros, for exact sizes.
     """
     n = len(ys)
     if n != len(xs):
         raise ValueError("xs and ys differ in length")
     if n < 3:
         raise ValueError("a trend needs at least 3 points")
+    if noise is not None:
+        if len(noise) != n:
+            raise ValueError("noise and ys differ in length")
+        if not any(noise):
+            noise = None
     floor = retained_floor(ys)
     growth = floor[-1] - floor[0]
     steps = list(zip(floor, floor[1:]))
     rises = sum(1 for a, b in steps if b > a)
     took = sum(max(0, b - a) for a, b in zip(ys, ys[1:]))
-    gave = sum(max(0, a - b) for a, b in zip(ys, ys[1:]))
+    if noise is None:
+        gave = sum(max(0, a - b) for a, b in zip(ys, ys[1:]))
+    else:
+        gave = sum(max(0.0, a - b - DROP_Z * math.hypot(da, db))
+                   for a, b, da, db in zip(ys, ys[1:], noise, noise[1:]))
     common = dict(growth=int(growth), first=int(ys[0]), last=int(ys[-1]),
                   peak=int(max(ys)), rises=rises)
 
@@ -185,6 +265,12 @@ def classify(xs: Sequence[float], ys: Sequence[float], *, min_growth: float = 10
                        f"gave back {gave / took:.0%} of what it allocated")
     if growth < min_growth:
         return verdict(NOISE, "flat", "kept less than the threshold")
+    if noise is not None:
+        # The floor rose from its lowest value (at `low`) to the last one:
+        # the difference of two estimates, correlated never negatively.
+        low = min(range(n), key=lambda i: (ys[i], -i))
+        if growth < NOISE_Z * math.hypot(noise[low], noise[-1]):
+            return verdict(NOISE, "flat", "grew less than the sampling noise")
     # The floor at the middle of the span (not the middle index: the points
     # need not be evenly spaced).
     middle = (xs[0] + xs[-1]) / 2
@@ -200,6 +286,13 @@ def classify(xs: Sequence[float], ys: Sequence[float], *, min_growth: float = 10
         share = (xs[reached] - xs[0]) / (xs[-1] - xs[0]) if xs[-1] != xs[0] else 0.0
         return verdict(PLATEAU, "plateau",
                        f"stopped growing after {share:.0%} of the series")
+    significance = 1.0
+    if noise is not None:
+        weights, deviation = _rise_noise(xs, noise)
+        rise = sum(c * y for c, y in zip(weights, ys))
+        if rise < NOISE_Z * deviation:
+            return verdict(NOISE, "flat", "grew less than the sampling noise")
+        significance = min(1.0, rise / (2 * NOISE_Z * deviation))
     slope = robust_slope(xs, floor)
     if slope <= 0 and xs[-1] != xs[0]:
         # Growth in a few large steps (a table that doubles): fall back on
@@ -210,7 +303,8 @@ def classify(xs: Sequence[float], ys: Sequence[float], *, min_growth: float = 10
     fit = _r_squared(xs, floor)
     length = min(1.0, intervals / FULL_CONFIDENCE_INTERVALS)
     steadiness = 1.0 - 0.5 * gave / took
-    confidence = steadiness * length * (0.4 * consistency + 0.3 * sustain + 0.3 * fit)
+    confidence = (significance * steadiness * length
+                  * (0.4 * consistency + 0.3 * sustain + 0.3 * fit))
     confidence = math.floor(max(0.0, min(1.0, confidence)) * 100) / 100
     return verdict(LEAK, "growing",
                    f"grew in {rises} of {intervals} intervals", slope=slope,

@@ -5,6 +5,7 @@ every run; the tolerances are still those of the statistics (a few standard
 deviations), so that a biased estimator or a wrong probability fails them
 for any seed.
 """
+import gc
 import math
 import os
 import pickle
@@ -133,11 +134,18 @@ def test_estimates_are_unbiased_and_within_their_error():
 
 def test_same_seed_same_sample():
     def run():
-        heaptrace.start(sampling_interval=16 * KIB, sampling_seed=42)
-        objs = allocate(2000, 500)
-        result = line_stat(heaptrace.take_snapshot(), ALLOC_LINE)
-        del objs
-        heaptrace.stop()
+        # The same sequence of allocations each time: no collection in the
+        # middle of it, and the free lists refilled the same way.
+        gc.collect()
+        gc.disable()
+        try:
+            heaptrace.start(sampling_interval=16 * KIB, sampling_seed=42)
+            objs = allocate(2000, 500)
+            result = line_stat(heaptrace.take_snapshot(), ALLOC_LINE)
+            del objs
+            heaptrace.stop()
+        finally:
+            gc.enable()
         return result
     assert run() == run()
 

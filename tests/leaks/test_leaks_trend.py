@@ -95,3 +95,40 @@ def test_retained_floor_and_robust_slope():
     assert robust_slope([0, 1, 2, 3, 4, 5], [0, 2, 4, 100, 8, 10]) == pytest.approx(2)
     xs = list(range(200))    # long series use half-lag pairs
     assert robust_slope(xs, [3 * x for x in xs]) == pytest.approx(3)
+
+
+def test_sample_variance_estimates_the_variance_of_a_sampled_size():
+    from heaptrace.trend import sample_variance
+
+    assert sample_variance(1000, 0) == 0.0
+    rng = random.Random(3)
+    size, interval, draws = 3000, 4096, 200_000
+    p = -math.expm1(-size / interval)
+    # The true variance of one block's part of the estimate ...
+    true = size * size * (1 - p) / p
+    # ... and the mean of the estimator over many draws (a term per recorded block).
+    mean = sum(sample_variance(size, interval) for _ in range(draws)
+               if rng.random() < p) / draws
+    assert mean == pytest.approx(true, rel=0.02)
+    # Blocks far beyond the interval are always recorded: no noise.
+    assert sample_variance(100 * interval, interval) < 1e-20
+
+
+def test_noise_allowance_changes_only_sampled_series():
+    ys = [5000 + 64 * x for x in XS]
+    assert classify(XS, ys, noise=[0.0] * len(XS)) == classify(XS, ys)
+    with pytest.raises(ValueError, match="noise"):
+        classify(XS, ys, noise=[1.0])
+
+
+def test_a_drift_within_the_noise_is_not_a_leak_but_a_clear_rise_is():
+    # A flat site's estimate wandering up by a few of its deviations.
+    drift = [10_000_000 + 150_000 * i + (200_000 if i % 3 == 0 else 0)
+             for i in range(len(XS))]
+    noise = [1_000_000] * len(XS)
+    assert classify(XS, drift).kind == LEAK
+    verdict = classify(XS, drift, noise=noise)
+    assert verdict.kind == NOISE and "sampling noise" in verdict.reason
+    # The same shape ten times steeper stands out of that noise.
+    steep = [10_000_000 + 1_500_000 * i for i in range(len(XS))]
+    assert classify(XS, steep, noise=noise).kind == LEAK

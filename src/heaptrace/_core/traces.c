@@ -493,12 +493,30 @@ ht_table_clear(ht_table *t)
 
 _Atomic unsigned char ht_sample_filter[1u << HT_FILTER_BITS];
 
+/* Whether the filter is pinned at 255 everywhere (exact tracing).  Written
+ * with the GIL held (ht_sample_filter_pin); read by ht_sample_filter_clear,
+ * which runs with the GIL held too. */
+static int filter_pinned;
+
+static void
+filter_fill(unsigned char v)
+{
+    for (size_t i = 0; i < (1u << HT_FILTER_BITS); i++) {
+        atomic_store_explicit(&ht_sample_filter[i], v, memory_order_relaxed);
+    }
+}
+
 void
 ht_sample_filter_clear(void)
 {
-    for (size_t i = 0; i < (1u << HT_FILTER_BITS); i++) {
-        atomic_store_explicit(&ht_sample_filter[i], 0, memory_order_relaxed);
-    }
+    filter_fill(filter_pinned ? 255 : 0);
+}
+
+void
+ht_sample_filter_pin(int on)
+{
+    filter_pinned = on;
+    filter_fill(on ? 255 : 0);
 }
 
 static void

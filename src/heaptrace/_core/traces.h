@@ -81,22 +81,29 @@ typedef struct {
 } ht_trace_out;
 
 /* The filter of sampled tracing: one saturating counter per slot, a slot
- * standing for every 16 KiB region whose number hashes to it, counting the
- * blocks of that region held by tables with a sampling interval.  A free of
- * a block in a region whose slot is 0 needs no table lookup: that is the
- * cost of freeing a block that was not sampled.  Counters change with
+ * standing for every 256-byte granule of the address space whose number
+ * modulo the number of slots is its index, counting the blocks starting in
+ * those granules held by tables with a sampling interval.  A free of a
+ * block whose slot is 0 needs no table lookup: that is the cost of freeing
+ * a block that was not sampled.  (Fine granules keep a sampled block from
+ * sending the frees of its neighbours to the lookup; slots are shared once
+ * the heap spans more than 16 MiB, and then a free is sent to the lookup
+ * with a chance of about (sampled blocks) / 65536.)  Counters change with
  * relaxed atomics (the tables of the GIL and of the raw lock both count);
  * a counter that reaches 255 stays there.  Zeroed by ht_sample_filter_clear
- * when every sampled table is cleared at once. */
+ * when every sampled table is cleared at once; pinned at 255 while exact
+ * tracing records (ht_sample_filter_pin). */
 #include <stdatomic.h>
 #define HT_FILTER_BITS 16
+#define HT_FILTER_SHIFT 8
 extern _Atomic unsigned char ht_sample_filter[1u << HT_FILTER_BITS];
 
 static inline size_t
 ht_filter_slot(uintptr_t ptr)
 {
-    uint64_t region = (uint64_t)(ptr >> HT_REGION_SHIFT);
-    return (size_t)((region * 0x9e3779b97f4a7c15u) >> (64 - HT_FILTER_BITS));
+    /* The low bits of the granule number: a shift and a mask on the free
+     * path.  Granules 16 MiB apart share a slot, which only costs lookups. */
+    return (size_t)((ptr >> HT_FILTER_SHIFT) & ((1u << HT_FILTER_BITS) - 1));
 }
 
 /* Whether a table with a sampling interval may hold a block at ptr (0: it
@@ -108,9 +115,16 @@ ht_sample_maybe_traced(const void *ptr)
                                 memory_order_relaxed) != 0;
 }
 
-/* Zero the filter: only when no table with a sampling interval holds a
- * block.  Never fails. */
+/* Zero the filter (or set it to 255 everywhere while pinned): only when no
+ * table with a sampling interval holds a block.  GIL held.  Never fails. */
 void ht_sample_filter_clear(void);
+
+/* Pin every counter at 255 (on), or zero them all (off): while exact
+ * tracing records, every block may be traced, so that a free that consults
+ * only the filter (the sampled hooks', see hooks.c) never skips a traced
+ * block.  Exact tables do not count in the filter, so the pinned values
+ * stay.  GIL held.  Never fails. */
+void ht_sample_filter_pin(int on);
 
 /* Initialise an empty table.  Never fails (no memory is taken yet). */
 void ht_table_init(ht_table *t);

@@ -48,6 +48,6 @@ def execute(args) -> int:
     stats = [s for s in stats if s.size_diff or s.count_diff]
     shown = stats[: args.limit] if args.limit else stats
     result = DiffResult(args.old, args.new, args.group_by, args.cumulative, args.full_paths,
-                        shown, stats[len(shown):])
+                        shown, stats[len(shown):], getattr(new, "sampling_interval", None))
     sys.stdout.write(reports.render("json" if args.json else "text", result))
     return 0

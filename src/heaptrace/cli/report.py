@@ -139,8 +139,9 @@ def _series(args):
     sites = []
     for key in set().union(*tables):
         sizes = [table.get(key, 0) for table in tables]
-        sites.append(SiteSeries(key, sizes, classify(hours, sizes,
-                                                     min_growth=args.min_growth)))
+        noise = trend_cli.series_noise(selection, series, key)
+        sites.append(SiteSeries(key, sizes, classify(hours, sizes, min_growth=args.min_growth,
+                                                     noise=noise)))
     order = trend_cli.KIND_ORDER
     sites.sort(key=lambda s: (order[s.trend.kind], -s.trend.slope, -s.trend.growth,
                               -s.trend.last, s.frames))

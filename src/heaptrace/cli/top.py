@@ -61,6 +61,7 @@ def execute(args) -> int:
                   for stat in shown if stat.traceback in native}
     result = TopResult(args.snapshot, getattr(snapshot, "timestamp", None),
                        snapshot.traceback_limit, args.group_by, args.cumulative,
-                       args.full_paths, shown, stats[len(shown):], native)
+                       args.full_paths, shown, stats[len(shown):], native,
+                       getattr(snapshot, "sampling_interval", None))
     sys.stdout.write(reports.render("json" if args.json else "text", result))
     return 0

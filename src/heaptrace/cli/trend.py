@@ -20,6 +20,11 @@ on) kept growing through the series, its second half included; a plateau
 grew and then stopped, or grew once; noise is everything else: flat, or
 memory that comes and goes.  Growth is given per hour.  Filters work as in
 `heaptrace top`.
+
+Snapshots of sampled tracing (`heaptrace run --sample`) hold estimates; the
+classification allows for their sampling noise: a leak must grow by several
+standard deviations of it (a few dozen snapshots find a leak of 1 MiB a
+minute at 512KiB), and a flat series is not called a leak.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import sys
 from .. import reports
 from ..measure import user_code_snapshot
 from ..reports.model import TrendResult
-from ..trend import LEAK, NOISE, PLATEAU, classify
+from ..trend import LEAK, NOISE, PLATEAU, classify, sample_variance
 from ._common import (CLIError, Progress, add_filter_arguments, filter_snapshot,
                       load_snapshot, ordered_frames, plural)
 
@@ -78,6 +83,10 @@ class Selection:
         self.folder = folder
         self.notes: list = []
         self.skipped: list = []    # [(path, reason)]
+        # Sampled snapshots read: path -> sampling interval, and path ->
+        # {site key: variance of its estimated size} (see heaptrace.trend).
+        self.intervals: dict = {}
+        self.variances: dict = {}
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped.append((path, reason))
@@ -160,7 +169,8 @@ def execute(args) -> int:
     sites = []
     for key in set().union(*tables):
         sizes = [table.get(key, 0) for table in tables]
-        trend = classify(hours, sizes, min_growth=args.min_growth)
+        trend = classify(hours, sizes, min_growth=args.min_growth,
+                         noise=series_noise(selection, series, key))
         sites.append((key, trend))
     # (Ties are broken by the site itself, so that the order never depends
     # on the hash seed.)
@@ -170,6 +180,7 @@ def execute(args) -> int:
     result = TrendResult([(when, path) for when, path, _ in series], hours[-1],
                          args.group_by, selection.notes, selection.pid, selection.runs,
                          selection.skipped, counts, sites,
+                         intervals=selection.intervals,
                          limit=args.limit, all=args.all, full_paths=args.full_paths)
     sys.stdout.write(reports.render("json" if args.json else "text", result))
     return 0
@@ -215,9 +226,45 @@ def _read_series(selection: Selection, args) -> list:
             for stat in snapshot.statistics(args.group_by):
                 key = tuple((f.filename, f.lineno) for f in ordered_frames(stat.traceback))
                 table[key] = table.get(key, 0) + stat.size
+            interval = getattr(snapshot, "sampling_interval", None)
+            if interval:
+                selection.intervals[path] = interval
+                selection.variances[path] = _variances(snapshot, args.group_by, interval)
             series.append((when, path, table))
             del snapshot
     finally:
         progress.clear()
     series.sort(key=lambda item: item[0])
     return series
+
+
+def _variances(snapshot, group_by: str, interval: int) -> dict:
+    """{site key: variance of the site's estimated size} of a sampled
+    snapshot: the sum over its recorded blocks of
+    heaptrace.trend.sample_variance, grouped as statistics() groups them."""
+    from .._api import Traceback
+
+    groups: dict = {}
+    for trace in snapshot.traces:
+        frames = trace._trace[2]        # raw frames, most recent first
+        if not frames:
+            continue
+        if group_by == "lineno":
+            frames = frames[:1]
+        elif group_by == "filename":
+            frames = ((frames[0][0], 0),)
+        groups[frames] = groups.get(frames, 0.0) + sample_variance(trace.size, interval)
+    out: dict = {}
+    for frames, variance in groups.items():
+        key = tuple((f.filename, f.lineno) for f in ordered_frames(Traceback(frames)))
+        out[key] = out.get(key, 0.0) + variance
+    return out
+
+
+def series_noise(selection: Selection, series: list, key):
+    """The standard deviation of a site's estimated size in each snapshot
+    of the series, or None when every snapshot is exact."""
+    if not selection.variances:
+        return None
+    return [selection.variances.get(path, {}).get(key, 0.0) ** 0.5
+            for _, path, _ in series]

@@ -21,6 +21,7 @@ def _top(result: TopResult) -> dict:
         "snapshot": result.snapshot,
         "timestamp": result.timestamp,
         "traceback_limit": result.traceback_limit,
+        "sampling_interval": result.sampling_interval,
         "group_by": result.group_by,
         "cumulative": result.cumulative,
         "stats": [{**site_json(s.traceback), "size": s.size, "count": s.count,
@@ -47,6 +48,7 @@ def _diff(result: DiffResult) -> dict:
     return {
         "old": result.old,
         "new": result.new,
+        "sampling_interval": result.sampling_interval,
         "group_by": result.group_by,
         "cumulative": result.cumulative,
         "stats": [{**site_json(s.traceback), "size": s.size, "size_diff": s.size_diff,
@@ -79,7 +81,10 @@ def _trend_site(key, trend) -> dict:
 
 def _trend(result: TrendResult) -> dict:
     return {
-        "snapshots": [{"path": path, "timestamp": when} for when, path in result.snapshots],
+        "snapshots": [{"path": path, "timestamp": when,
+                       "sampling_interval": result.intervals.get(path)}
+                      for when, path in result.snapshots],
+        "sampling_interval": max(result.intervals.values(), default=None),
         "hours": result.hours,
         "group_by": result.group_by,
         "note": "; ".join(result.notes) or None,

@@ -103,6 +103,9 @@ class TopResult:
     # native_frames), ...] of its native blocks' C call paths, biggest
     # first; None otherwise.
     native: Optional[dict] = None
+    # Snapshot.sampling_interval: None when exact, else the interval in
+    # bytes (sizes and counts are then estimates).
+    sampling_interval: Optional[int] = None
 
 
 @dataclass
@@ -117,6 +120,9 @@ class DiffResult:
     full_paths: bool
     shown: list
     rest: list
+    # The snapshots' sampling interval (compare_to refuses two different
+    # ones): None when exact.
+    sampling_interval: Optional[int] = None
 
 
 @dataclass
@@ -134,6 +140,7 @@ class TrendResult:
     counts: dict           # kind -> number of sites
     sites: list            # [(key, Trend)], leaks first; a key is a tuple of
                            # (filename, lineno), most recent frame first
+    intervals: dict = field(default_factory=dict)   # path -> sampling interval (sampled only)
     # Display options of the text output.
     limit: int = 20
     all: bool = False
