@@ -20,7 +20,7 @@ import time
 from typing import Optional
 
 from ..measure import own_filters, own_locations
-from ._common import one_line, plural
+from ._common import CLIError, one_line, plural
 
 class Snapshotter:
     """Writes snapshots into a folder: periodically (SIGALRM), on a signal,
