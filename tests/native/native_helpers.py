@@ -1,10 +1,26 @@
-"""Helpers of the native tests: a C compiler, and shared libraries built
-from source at test time."""
+"""Helpers of the native tests: the stop fixture, a C compiler, and shared
+libraries built from source at test time."""
 import os
 import shutil
 import subprocess
+import tracemalloc
 
 import pytest
+
+import heaptrace
+
+
+@pytest.fixture(autouse=True)
+def stopped():
+    """Every native test starts and ends with heaptrace and the standard
+    module stopped.  (Imported by each test module: a conftest.py here
+    would shadow tests/stress/conftest.py, which the stress tests import
+    from.)"""
+    heaptrace.stop()
+    tracemalloc.stop()
+    yield
+    heaptrace.stop()
+    tracemalloc.stop()
 
 
 def compiler():

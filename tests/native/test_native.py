@@ -18,7 +18,7 @@ import threading
 import pytest
 
 import heaptrace
-from native_helpers import build_shared
+from native_helpers import build_shared, stopped  # noqa: F401 (autouse fixture)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="native tracing is Linux-only")

@@ -16,7 +16,7 @@ import threading
 import pytest
 
 import heaptrace
-from native_helpers import compiler
+from native_helpers import compiler, stopped  # noqa: F401 (autouse fixture)
 from heaptrace import NATIVE_DOMAIN, NativeFrame, Snapshot, SnapshotFormatError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),

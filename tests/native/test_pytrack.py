@@ -20,7 +20,7 @@ import tracemalloc as std
 import pytest
 
 import heaptrace
-from native_helpers import build_shared
+from native_helpers import build_shared, stopped  # noqa: F401 (autouse fixture)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="GOT redirection is Linux-only")

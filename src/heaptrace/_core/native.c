@@ -419,6 +419,14 @@ ht_native_start(int frames, char *err, size_t errlen)
         (void)ht_got_patch_new();
         return 0;
     }
+    if (!HT_WALK_DETACHED) {
+        /* Native blocks come mostly from threads that released the GIL,
+         * whose tracebacks only the frame shims can read. */
+        snprintf(err, errlen, "native tracing needs the frame shims of a known "
+                 "CPython version (3.11 to 3.13); this build uses the public-API "
+                 "fallback");
+        return -1;
+    }
     if (frames && ht_nstack_prepare() < 0) {
         snprintf(err, errlen, "native frames: this C library cannot unwind "
                  "the stack (backtrace() found no frames)");

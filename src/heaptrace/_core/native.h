@@ -12,6 +12,7 @@
  * With frames, each block also gets its C call path (nstack.h).
  * GIL held, tracing on.  Returns 0, or -1 with a message in err: the
  * platform cannot redirect calls (not Linux with glibc on x86-64 or arm64),
+ * the build has no frame shims (the public-API fallback),
  * the stack cannot be unwound (frames), native tracing is already on
  * without frames (frames asked for), or a slot could not be written; then
  * nothing is left redirected and native recording is off again (or, when

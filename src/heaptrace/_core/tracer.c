@@ -153,7 +153,16 @@ ht_tracer_add_raw(void *ptr, size_t size, int foreign)
         if (foreign) {
             atomic_store_explicit(&foreign_seen, 1, memory_order_relaxed);
         }
+#if HT_WALK_DETACHED
         uint32_t tb = capture_any();
+#else
+        /* The public-API build reads frames by making frame objects, that
+         * is by allocating through every tool's hooks; another tool (the
+         * standard tracemalloc) calls the RAW allocator with its own lock
+         * held, and its hooks would then wait on that lock forever.  So
+         * RAW blocks are recorded without a traceback there. */
+        uint32_t tb = HT_TB_UNKNOWN;
+#endif
         size_t old;
         rc = ht_table_put(&raw_traces, (uintptr_t)ptr, size, tb, &old);
         if (rc == 0) {
