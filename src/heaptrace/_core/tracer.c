@@ -15,6 +15,7 @@
 
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 pthread_mutex_t ht_raw_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -631,8 +632,19 @@ ht_tracer_stop(void)
 int
 ht_tracer_check(void)
 {
-    if (!atomic_load(&tracing) || ht_hooks_reached() == HT_HOOKS_ALL) {
+    if (!atomic_load(&tracing)) {
         return 0;
+    }
+    /* CPython itself swaps the RAW allocator for the default one for a
+     * moment while it makes or deletes an interpreter (another thread may
+     * be doing so, under a GIL of its own): look again a few times, for up
+     * to about 10 ms, before concluding that the hooks are gone. */
+    for (int attempt = 0; attempt < 50; attempt++) {
+        if (ht_hooks_reached() == HT_HOOKS_ALL) {
+            return 0;
+        }
+        struct timespec pause = {0, 200000};
+        nanosleep(&pause, NULL);
     }
     /* Another tool took the hooks out (it put back allocators it saved
      * before heaptrace started): nothing is seen any more. */
