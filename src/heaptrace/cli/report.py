@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 
 from ..reports.model import Series, SiteSeries, diff_profile_of, profile_of
-from ..trend import classify
 from ._common import (CLIError, Progress, add_filter_arguments, filter_snapshot,
                       load_snapshot, ordered_frames, print_json)
 from .export import write_output
@@ -131,20 +130,10 @@ def _series(args):
     if selection.skipped:
         selection.notes.append(f"skipped {len(selection.skipped)} file(s) that are not snapshots")
     note = "; ".join(selection.notes) or None
+    hours, classified = trend_cli.classify_series(selection, series, args.min_growth)
     times = [when for when, _, _ in series]
-    hours = [(when - times[0]) / 3600 for when in times]
-    if hours[-1] <= 0:
-        raise CLIError("the snapshots were all taken at the same time")
     tables = [table for _, _, table in series]
-    sites = []
-    for key in set().union(*tables):
-        sizes = [table.get(key, 0) for table in tables]
-        noise = trend_cli.series_noise(selection, series, key)
-        sites.append(SiteSeries(key, sizes, classify(hours, sizes, min_growth=args.min_growth,
-                                                     noise=noise)))
-    order = trend_cli.KIND_ORDER
-    sites.sort(key=lambda s: (order[s.trend.kind], -s.trend.slope, -s.trend.growth,
-                              -s.trend.last, s.frames))
+    sites = [SiteSeries(key, sizes, trend) for key, sizes, trend in classified]
     totals = [sum(table.values()) for table in tables]
     paths = [path for _, path, _ in series]
     progress = Progress()
@@ -163,6 +152,7 @@ def _series(args):
     finally:
         progress.clear()
     data = Series(paths, times, totals, sites, args.group_by, growth, note)
-    counts = {kind: sum(1 for s in sites if s.trend.kind == kind) for kind in order}
+    counts = {kind: sum(1 for s in sites if s.trend.kind == kind)
+              for kind in trend_cli.KIND_ORDER}
     return data, {"kind": "series", "snapshots": paths, "summary": counts,
                   "total": {"first": totals[0], "last": totals[-1]}}

@@ -161,21 +161,8 @@ def execute(args) -> int:
         more = len(selection.skipped) - 3
         selection.notes.append(f"skipped {plural(len(selection.skipped), 'file')}: {shown}"
                                + (f" and {more} more" if more > 0 else ""))
-    times = [when for when, _, _ in series]
-    hours = [(when - times[0]) / 3600 for when in times]
-    if hours[-1] <= 0:
-        raise CLIError("the snapshots were all taken at the same time")
-    tables = [table for _, _, table in series]
-    sites = []
-    for key in set().union(*tables):
-        sizes = [table.get(key, 0) for table in tables]
-        trend = classify(hours, sizes, min_growth=args.min_growth,
-                         noise=series_noise(selection, series, key))
-        sites.append((key, trend))
-    # (Ties are broken by the site itself, so that the order never depends
-    # on the hash seed.)
-    sites.sort(key=lambda item: (KIND_ORDER[item[1].kind], -item[1].slope,
-                                 -item[1].growth, -item[1].last, repr(item[0])))
+    hours, classified = classify_series(selection, series, args.min_growth)
+    sites = [(key, trend) for key, _, trend in classified]
     counts = {kind: sum(1 for _, t in sites if t.kind == kind) for kind in KIND_ORDER}
     result = TrendResult([(when, path) for when, path, _ in series], hours[-1],
                          args.group_by, selection.notes, selection.pid, selection.runs,
@@ -184,6 +171,27 @@ def execute(args) -> int:
                          limit=args.limit, all=args.all, full_paths=args.full_paths)
     sys.stdout.write(reports.render("json" if args.json else "text", result))
     return 0
+
+
+def classify_series(selection: Selection, series: list, min_growth: int):
+    """(hours since the first snapshot, [(site key, sizes, Trend)]) of a
+    series read by _read_series, leaks first (what `trend` and the series
+    report show).  Raises CLIError if the snapshots share one time."""
+    times = [when for when, _, _ in series]
+    hours = [(when - times[0]) / 3600 for when in times]
+    if hours[-1] <= 0:
+        raise CLIError("the snapshots were all taken at the same time")
+    tables = [table for _, _, table in series]
+    sites = []
+    for key in set().union(*tables):
+        sizes = [table.get(key, 0) for table in tables]
+        sites.append((key, sizes, classify(hours, sizes, min_growth=min_growth,
+                                           noise=series_noise(selection, series, key))))
+    # (Ties are broken by the site itself, so that the order never depends
+    # on the hash seed.)
+    sites.sort(key=lambda item: (KIND_ORDER[item[2].kind], -item[2].slope,
+                                 -item[2].growth, -item[2].last, repr(item[0])))
+    return hours, sites
 
 
 def _check_count(selection: Selection, count: int) -> None:
